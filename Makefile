@@ -1,0 +1,30 @@
+# Every target sets itself up: a .venv with the CPU build of torch first (a bare `torch`
+# requirement would pull a multi-GB CUDA build), then this package with its dev extra.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH := torch==2.13.0
+
+.PHONY: test demo bench paper clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/mal demo $(DEMO_ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run_all.py
+
+paper: $(VENV)/.installed
+	$(PY) recipes/paper_cpu/run.py $(PAPER_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,5 @@
+import sys
+
+from mal.cli import main
+
+sys.exit(main())

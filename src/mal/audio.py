@@ -1,0 +1,163 @@
+"""Audio input/output, resampling, and level normalisation.
+
+Everything here works on mono ``float32`` numpy arrays in [-1, 1]. Reading goes through
+soundfile (wav/flac/ogg), resampling through soxr. Errors are :class:`AudioError`, whose
+message is one line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from scipy.signal import lfilter
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+class AudioError(ValueError):
+    """A user-facing audio problem; ``str(err)`` is one line naming the file."""
+
+
+def list_audio(folder: str | os.PathLike) -> list[Path]:
+    """Sorted audio files (wav/flac/ogg) directly inside ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AudioError(f"{folder}: not a directory")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(sample_rate, channels, frames) of an audio file, without reading its samples."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # soundfile raises several types for corrupt input
+        raise AudioError(f"{path}: cannot read audio ({_short(err)})") from None
+    return int(info.samplerate), int(info.channels), int(info.frames)
+
+
+def read_audio(
+    path: str | os.PathLike, sample_rate: int | None = None, mono: bool = True
+) -> tuple[np.ndarray, int]:
+    """Read ``path`` as float32; mix to mono (channel mean) and resample when asked.
+
+    Returns ``(samples, rate)``: shape ``(n,)`` when ``mono`` else ``(n, channels)``.
+    Raises :class:`AudioError` for a missing, unreadable, empty or non-finite file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:
+        raise AudioError(f"{path}: cannot read audio ({_short(err)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: file has no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: contains NaN or infinite samples")
+    if mono:
+        data = data.mean(axis=1)
+    if sample_rate is not None and sample_rate != rate:
+        data = resample(data, rate, sample_rate)
+        rate = sample_rate
+    return np.ascontiguousarray(data, dtype=np.float32), int(rate)
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Resample along axis 0 with soxr (high quality)."""
+    if rate_in == rate_out:
+        return x.astype(np.float32, copy=False)
+    return soxr.resample(x.astype(np.float32, copy=False), rate_in, rate_out, quality="HQ")
+
+
+def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, subtype: str | None = None) -> None:
+    """Write audio atomically: to a temporary file in the same folder, then rename.
+
+    A crash never leaves a half-written file at ``path``. Format follows the extension.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = np.asarray(samples, dtype=np.float32)
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
+    if subtype is None:
+        subtype = {"WAV": "FLOAT", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
+    if subtype.startswith("PCM"):
+        samples = np.clip(samples, -1.0, 1.0)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, samples, sample_rate, format=fmt, subtype=subtype)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def peak_normalize(x: np.ndarray, peak_db: float = -10.0) -> np.ndarray:
+    """Scale so the absolute peak is ``peak_db`` dBFS (silence is returned unchanged)."""
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak <= 0.0:
+        return x.astype(np.float32, copy=True)
+    return (x * (10 ** (peak_db / 20) / peak)).astype(np.float32)
+
+
+def active_speech_level(x: np.ndarray, sample_rate: int) -> float:
+    """ITU-T P.56 method B active speech level in dBov (dB re. full-scale amplitude 1).
+
+    Written by hand: no maintained Python package implements P.56 (pyloudnorm is BS.1770).
+    Envelope: two first-order smoothers (time constant 0.03 s) of |x|; hangover 0.2 s;
+    margin 15.9 dB; thresholds 2^-15 .. 2^0. Returns -inf for silence.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    energy = float(np.sum(x * x))
+    if energy <= 0.0:
+        return float("-inf")
+    margin_db, hangover = 15.9, int(np.ceil(0.2 * sample_rate))
+    g = np.exp(-1.0 / (0.03 * sample_rate))
+    envelope = lfilter([1 - g], [1, -g], lfilter([1 - g], [1, -g], np.abs(x)))
+    thresholds = 2.0 ** np.arange(-15, 1)
+    index = np.arange(len(x))
+    active_counts = np.zeros(len(thresholds))
+    for j, c in enumerate(thresholds):
+        above = envelope >= c
+        if not above.any():
+            break
+        # samples since the envelope last reached c; active while within the hangover
+        last = np.maximum.accumulate(np.where(above, index, -hangover - 1))
+        active_counts[j] = np.count_nonzero(index - last <= hangover)
+    with np.errstate(divide="ignore"):
+        level_db = 10 * np.log10(energy / np.maximum(active_counts, 1e-20))
+    threshold_db = 20 * np.log10(thresholds)
+    delta = level_db - threshold_db - margin_db
+    valid = active_counts > 0
+    for j in range(1, len(thresholds)):
+        if valid[j] and delta[j] <= 0 < delta[j - 1]:
+            # interpolate between thresholds j-1 and j where level - threshold == margin
+            frac = delta[j - 1] / (delta[j - 1] - delta[j])
+            return float(level_db[j - 1] + frac * (level_db[j] - level_db[j - 1]))
+    if delta[0] <= 0:
+        return float(level_db[0])
+    # Never fell below the margin: fall back to the long-term level.
+    return float(10 * np.log10(energy / len(x)))
+
+
+def normalize_active_level(x: np.ndarray, sample_rate: int, target_db: float = -26.0) -> np.ndarray:
+    """Scale ``x`` so its P.56 active speech level is ``target_db`` dBov (silence unchanged)."""
+    level = active_speech_level(x, sample_rate)
+    if not np.isfinite(level):
+        return x.astype(np.float32, copy=True)
+    return (x * 10 ** ((target_db - level) / 20)).astype(np.float32)
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[-1] if text else type(err).__name__

@@ -1,0 +1,144 @@
+"""Differentiable signal processing in torch: STFT/ISTFT, ERB filterbank, input features.
+
+The STFT is causal: the signal is left-padded by ``n_fft - hop`` so frame ``t`` ends at
+sample ``(t + 1) * hop``. With the Vorbis window and ``hop = n_fft / 2`` the squared window
+sums to one (Princen-Bradley), so analysis + synthesis windowing reconstructs exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def vorbis_window(n_fft: int) -> Tensor:
+    """Vorbis power-complementary window of length ``n_fft`` (DeepFilterNet's choice)."""
+    n = torch.arange(n_fft, dtype=torch.float64)
+    inner = torch.sin(math.pi * (n + 0.5) / n_fft) ** 2
+    return torch.sin(0.5 * math.pi * inner).float()
+
+
+def stft(wave: Tensor, n_fft: int, hop: int, window: Tensor) -> Tensor:
+    """Causal STFT. ``wave`` (B, N) -> complex (B, T, F) with T = ceil(N / hop)."""
+    n = wave.shape[-1]
+    frames = math.ceil(n / hop)
+    pad_right = frames * hop - n
+    padded = F.pad(wave, (n_fft - hop, pad_right))
+    chunks = padded.unfold(-1, n_fft, hop)  # (B, T, n_fft)
+    return torch.fft.rfft(chunks * window, dim=-1)
+
+
+def istft(spec: Tensor, n_fft: int, hop: int, window: Tensor, length: int) -> Tensor:
+    """Inverse of :func:`stft` by windowed overlap-add. ``spec`` (B, T, F) -> (B, length)."""
+    frames = torch.fft.irfft(spec, n=n_fft, dim=-1) * window  # (B, T, n_fft)
+    batch, n_frames, _ = frames.shape
+    total = (n_frames - 1) * hop + n_fft
+    out = F.fold(
+        frames.transpose(1, 2),
+        output_size=(1, total),
+        kernel_size=(1, n_fft),
+        stride=(1, hop),
+    ).reshape(batch, total)
+    # Each output sample is covered by n_fft/hop frames; with hop = n_fft/2 the squared
+    # Vorbis window sums to 1, so no normalisation is needed. Other hops are normalised.
+    if n_fft != 2 * hop:
+        wsum = F.fold(
+            (window**2).expand(1, n_frames, n_fft).transpose(1, 2),
+            output_size=(1, total), kernel_size=(1, n_fft), stride=(1, hop),
+        ).reshape(1, total)
+        out = out / wsum.clamp_min(1e-8)
+    start = n_fft - hop
+    return out[:, start : start + length]
+
+
+def erb_band_widths(sample_rate: int, n_fft: int, n_bands: int, min_bins: int = 2) -> list[int]:
+    """Number of STFT bins in each of ``n_bands`` bands equally spaced on the ERB scale.
+
+    Bands narrower than ``min_bins`` are widened (as in DeepFilterNet); the widths sum to
+    ``n_fft // 2 + 1``.
+    """
+    n_bins = n_fft // 2 + 1
+    if n_bands * min_bins > n_bins:
+        raise ValueError(f"{n_bands} ERB bands of at least {min_bins} bins do not fit in {n_bins} bins")
+    hz_to_erb = lambda f: 9.265 * np.log1p(f / (24.7 * 9.265))  # noqa: E731
+    erb_to_hz = lambda e: 24.7 * 9.265 * (np.exp(e / 9.265) - 1)  # noqa: E731
+    edges_hz = erb_to_hz(np.linspace(0, hz_to_erb(sample_rate / 2), n_bands + 1))
+    bin_hz = sample_rate / n_fft
+    widths, prev_edge = [], 0
+    for i in range(1, n_bands + 1):
+        edge = int(round(edges_hz[i] / bin_hz))
+        width = max(edge - prev_edge, min_bins)
+        remaining = n_bins - (prev_edge + width)
+        width = min(width, remaining - min_bins * (n_bands - i)) if i < n_bands else n_bins - prev_edge
+        widths.append(width)
+        prev_edge += width
+    assert sum(widths) == n_bins and min(widths) >= 1
+    return widths
+
+
+def erb_matrices(widths: list[int]) -> tuple[Tensor, Tensor]:
+    """(forward (F, E): mean over each band's bins, inverse (E, F): copy gain to its bins)."""
+    n_bins, n_bands = sum(widths), len(widths)
+    inverse = torch.zeros(n_bands, n_bins)
+    start = 0
+    for band, width in enumerate(widths):
+        inverse[band, start : start + width] = 1.0
+        start += width
+    forward = (inverse / inverse.sum(dim=1, keepdim=True)).T.contiguous()
+    return forward, inverse
+
+
+def norm_alpha(sample_rate: int, hop: int, tau_s: float = 1.0) -> float:
+    """Decay of the exponential mean used for feature normalisation (time constant ``tau_s``)."""
+    return float(math.exp(-hop / sample_rate / tau_s))
+
+
+def exp_mean(x: Tensor, alpha: float, init: Tensor, chunk: int = 128) -> Tensor:
+    """Exponential running mean along dim 1: ``s_t = alpha s_{t-1} + (1 - alpha) x_t``.
+
+    ``x`` (B, T, ...), ``init`` broadcastable to ``x[:, 0]``. Computed chunk-wise as a
+    lower-triangular matrix product so it is fast and differentiable (a frame loop is not).
+    Returns the running means ``s_t`` for every frame.
+    """
+    batch, n_frames = x.shape[:2]
+    flat = x.reshape(batch, n_frames, -1)
+    state = init.expand(x.shape[0:1] + x.shape[2:]).reshape(batch, -1).to(x.dtype)
+    t = min(chunk, n_frames)
+    idx = torch.arange(t, device=x.device)
+    diff = (idx[:, None] - idx[None, :]).to(x.dtype)
+    kernel = torch.where(diff >= 0, (1 - alpha) * alpha ** diff.clamp_min(0), torch.zeros_like(diff))
+    carry = alpha ** (idx.to(x.dtype) + 1)  # weight of the previous state at each step
+    outs = []
+    for start in range(0, n_frames, t):
+        block = flat[:, start : start + t]
+        m = block.shape[1]
+        out = torch.einsum("ij,bjc->bic", kernel[:m, :m], block) + carry[:m, None] * state[:, None]
+        outs.append(out)
+        state = out[:, -1]
+    return torch.cat(outs, dim=1).reshape(x.shape)
+
+
+def erb_features(spec: Tensor, erb_fb: Tensor, alpha: float) -> Tensor:
+    """ERB-band log power (dB), mean-normalised. ``spec`` (B, T, F) -> (B, 1, T, E)."""
+    power = spec.real**2 + spec.imag**2
+    db = 10 * torch.log10(power @ erb_fb + 1e-10)
+    init = torch.linspace(-60.0, -90.0, erb_fb.shape[1], device=spec.device)
+    mean = exp_mean(db, alpha, init)
+    return ((db - mean) / 40.0).unsqueeze(1)
+
+
+def complex_features(spec: Tensor, n_df: int, alpha: float) -> Tensor:
+    """Low-band complex spectrum divided by the root of its running magnitude mean.
+
+    ``spec`` (B, T, F) -> (B, 2, T, n_df) with real and imaginary channels.
+    """
+    low = spec[..., :n_df]
+    magnitude = torch.sqrt(low.real**2 + low.imag**2 + 1e-12)
+    init = torch.linspace(1e-3, 1e-4, n_df, device=spec.device)
+    norm = torch.sqrt(exp_mean(magnitude, alpha, init))
+    low = low / norm
+    return torch.stack((low.real, low.imag), dim=1)
