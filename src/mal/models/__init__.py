@@ -53,6 +53,6 @@ def model_spec(model: EnhancementModel) -> dict:
 
 
 __all__ = [
-    "DFNet", "DFNetConfig", "EnhancementModel", "Encoding", "build_model", "count_macs",
+    "DFNet", "DFNetConfig", "EnhancementModel", "PRESETS", "Encoding", "build_model", "count_macs",
     "count_parameters", "dfnet_48k", "model_spec", "register_model",
 ]

@@ -1,0 +1,46 @@
+"""``mal train --config FILE [key=value ...]``: stage-1 training with Lightning."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML experiment config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.max_epochs=3 data.batch_size=8")
+    p.add_argument("-o", "--output-dir", help="run folder (checkpoints, metrics.csv, config.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from checkpoints/last.ckpt")
+    p.add_argument("--data", help="folder that relative data paths resolve against (default ../shared/data)")
+    p.add_argument("--devices", help="devices per node (Lightning), e.g. 2")
+    p.add_argument("--num-nodes", type=int, help="number of nodes (Lightning)")
+    p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
+    p.add_argument("--accelerator", help="cpu, gpu, auto ...")
+    p.add_argument("--max-epochs", type=int, help="shortcut for trainer.max_epochs")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model (stage 1, conventional loss)")
+    add_training_options(p)
+    p.set_defaults(run=run)
+
+
+def config_from_args(args) -> dict:
+    from mal.config import load_config
+
+    overrides = list(args.overrides)
+    for flag, key in [("output_dir", "output_dir"), ("data", "data.root"), ("devices", "trainer.devices"),
+                      ("num_nodes", "trainer.num_nodes"), ("strategy", "trainer.strategy"),
+                      ("accelerator", "trainer.accelerator"), ("max_epochs", "trainer.max_epochs")]:
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_config(args.config, overrides)
+
+
+def run(args) -> int:
+    cfg = config_from_args(args)
+    from mal.training import train
+
+    ckpt_dir = train(cfg, resume=args.resume)
+    print(f"checkpoints: {ckpt_dir}/last.ckpt and {ckpt_dir}/best.ckpt")
+    return 0

@@ -1,0 +1,93 @@
+"""Training and validation data from a config: on-the-fly mixtures (speaker split) or pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from mal.config import ConfigError, data_root
+from mal.data import (
+    MixtureDataset,
+    PairedDataset,
+    collect_audio,
+    find_pairs_in,
+    read_split,
+    split_by_speaker,
+    split_files,
+    write_split,
+)
+
+
+def resolve_dirs(cfg: dict, key: str) -> list[Path]:
+    """Absolute folders for ``data.<key>``; a missing folder is a config error naming it."""
+    root = data_root(cfg)
+    dirs = []
+    for raw in cfg["data"][key] or []:
+        path = Path(raw).expanduser()
+        path = path if path.is_absolute() else root / path
+        if not path.is_dir():
+            raise ConfigError(f"data.{key}: folder not found: {path}")
+        dirs.append(path)
+    return dirs
+
+
+def make_split(cfg: dict) -> dict[str, dict[str, list[Path]]]:
+    """Speech split by speaker, noise split by file; written once and reused (comparable runs)."""
+    split_path = Path(cfg["data"]["split_file"] or Path(cfg["output_dir"]) / "split.json")
+    root = data_root(cfg)
+    if split_path.is_file():
+        return read_split(split_path, root)
+    fractions = cfg["data"]["split_fractions"]
+    speech = collect_audio(resolve_dirs(cfg, "speech_dirs"))
+    noise = collect_audio(resolve_dirs(cfg, "noise_dirs"))
+    if not speech:
+        raise ConfigError("data.speech_dirs: no audio files found")
+    if not noise:
+        raise ConfigError("data.noise_dirs: no audio files found")
+    split = {
+        "speech": split_by_speaker(speech, fractions, seed=cfg["seed"]),
+        "noise": split_files(noise, fractions, seed=cfg["seed"]),
+    }
+    write_split(split_path, split, root)
+    return read_split(split_path, root)
+
+
+class EnhancementData(L.LightningDataModule):
+    """Mixtures made on the fly, new ones every epoch (the dataloader is rebuilt each epoch)."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = config
+        self.train_set = self.val_set = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        cfg, d = self.config, self.config["data"]
+        if d["train_pairs"]:
+            pairs = find_pairs_in(Path(d["train_pairs"]))
+            n_val = max(1, len(pairs) // 10)
+            self.train_set = PairedDataset(pairs[n_val:], d["sample_rate"], d["segment_seconds"], seed=cfg["seed"])
+            self.val_set = PairedDataset(pairs[:n_val], d["sample_rate"], d["segment_seconds"], seed=cfg["seed"] + 1)
+            return
+        split = make_split(cfg)
+        common = dict(sample_rate=d["sample_rate"], segment_seconds=d["segment_seconds"], snr_range_db=tuple(d["snr_range_db"]))
+        self.train_set = MixtureDataset(split["speech"]["train"], split["noise"]["train"], epoch_size=d["train_size"], seed=cfg["seed"], **common)
+        self.val_set = MixtureDataset(split["speech"]["val"], split["noise"]["val"], epoch_size=d["val_size"], seed=cfg["seed"] + 10_000, fixed=True, **common)
+
+    def _loader(self, dataset, shuffle: bool = False) -> DataLoader:
+        workers = int(self.config["data"]["num_workers"])
+        return DataLoader(dataset, batch_size=self.config["data"]["batch_size"], shuffle=shuffle, num_workers=workers, drop_last=False, persistent_workers=False)
+
+    def train_dataloader(self) -> DataLoader:
+        # Mixtures depend on (seed, epoch, index) only: sequential order is already random,
+        # identical after --resume, and DDP ranks get disjoint indices from their sampler.
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        return self._loader(self.train_set)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set)

@@ -1,0 +1,95 @@
+"""Build a Lightning Trainer from a config and run stage 1 (train) or stage 2 (finetune)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from mal.config import save_config
+from mal.training.datamodule import EnhancementData
+from mal.training.task import EnhancementTask, check_variant
+
+
+def _trainer(cfg: dict) -> L.Trainer:
+    t, out = cfg["trainer"], Path(cfg["output_dir"])
+    ckpt_dir = out / "checkpoints"
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor=cfg["finetune"]["select_by"], mode=cfg["finetune"]["select_mode"],
+        save_top_k=1, save_last=True, enable_version_counter=False,
+    )
+    return L.Trainer(
+        default_root_dir=out,
+        max_epochs=t["max_epochs"],
+        accelerator=t["accelerator"],
+        devices=t["devices"],
+        num_nodes=t["num_nodes"],
+        strategy=t["strategy"],
+        precision=t["precision"],
+        log_every_n_steps=t["log_every_n_steps"],
+        limit_train_batches=t["limit_train_batches"],
+        limit_val_batches=t["limit_val_batches"],
+        gradient_clip_val=cfg["optim"]["grad_clip"] or None,
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        logger=CSVLogger(out, name="", version=""),
+        enable_progress_bar=t["progress_bar"],
+        reload_dataloaders_every_n_epochs=1,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+
+
+def _prepare(cfg: dict) -> None:
+    if cfg["trainer"]["threads"]:
+        torch.set_num_threads(int(cfg["trainer"]["threads"]))
+    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
+        save_config(cfg, Path(cfg["output_dir"]) / "config.yaml")
+
+
+def _resume_path(cfg: dict, resume: bool) -> str | None:
+    if not resume:
+        return None
+    last = Path(cfg["output_dir"]) / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise FileNotFoundError(f"{last}: no checkpoint to resume from")
+    return str(last)
+
+
+def train(cfg: dict, resume: bool = False) -> Path:
+    """Stage 1: train ``cfg['model']`` with L_df. Returns the checkpoint folder."""
+    check_variant(cfg["finetune"]["variant"])
+    data = EnhancementData(cfg)
+    data.setup()  # fail on bad data paths before the model is built
+    task = EnhancementTask(cfg)
+    _prepare(cfg)
+    _trainer(cfg).fit(task, datamodule=data, ckpt_path=_resume_path(cfg, resume))
+    return Path(cfg["output_dir"]) / "checkpoints"
+
+
+def finetune(cfg: dict, stage1: str | os.PathLike, resume: bool = False) -> Path:
+    """Stage 2: continue from a stage-1 checkpoint with ``cfg['finetune']['variant']``.
+
+    The MAL-encoder snapshot is taken from the stage-1 weights; on ``--resume`` Lightning
+    restores the saved snapshot with the rest of the state, so the same loss continues.
+    """
+    check_variant(cfg["finetune"]["variant"])
+    stage1 = Path(stage1)
+    if not stage1.is_file():
+        raise FileNotFoundError(f"{stage1}: stage-1 checkpoint not found")
+    ckpt = torch.load(stage1, map_location="cpu", weights_only=False)
+    if "hyper_parameters" not in ckpt or "model_spec" not in ckpt["hyper_parameters"]:
+        raise ValueError(f"{stage1}: not a mal training checkpoint")
+    data = EnhancementData(cfg)
+    data.setup()
+    task = EnhancementTask(cfg, model_spec=ckpt["hyper_parameters"]["model_spec"])
+    model_state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    task.model.load_state_dict(model_state)
+    task.take_snapshot()  # MAL-encoder = the stage-1 encoder
+    _prepare(cfg)
+    _trainer(cfg).fit(task, datamodule=data, ckpt_path=_resume_path(cfg, resume))
+    return Path(cfg["output_dir"]) / "checkpoints"

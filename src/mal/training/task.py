@@ -1,0 +1,158 @@
+"""The LightningModule: a model, its losses (L_df, optional Model-as-Loss and SSL terms),
+the optimiser and the Model-as-Loss snapshot schedule.
+
+Fine-tuning variants (``finetune.variant``) decide what trains and which extra losses run:
+
+=====================  ===========  ===============  =========================
+variant                L_mal        SSL loss         own encoder
+=====================  ===========  ===============  =========================
+baseline-continued     -            -                trains
+mal-frozen-fe          stage-1      -                frozen (decoders train)
+mal-frozen             stage-1      -                trains
+mal-dynamic            every epoch  -                trains
+wavlm                  -            yes              trains
+wavlm-fe               -            yes              frozen
+wavlm-mal              stage-1      yes              frozen
+=====================  ===========  ===============  =========================
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from mal.losses import DFLoss, si_sdr
+from mal.models import build_model
+
+VARIANTS = {
+    # name: (uses MAL, refresh snapshot each epoch, uses SSL, freeze own encoder)
+    "baseline-continued": (False, False, False, False),
+    "mal-frozen-fe": (True, False, False, True),
+    "mal-frozen": (True, False, False, False),
+    "mal-dynamic": (True, True, False, False),
+    "wavlm": (False, False, True, False),
+    "wavlm-fe": (False, False, True, True),
+    "wavlm-mal": (True, False, True, True),
+}
+
+
+def check_variant(name: str | None) -> None:
+    if name is not None and name not in VARIANTS:
+        raise ValueError(f"finetune.variant: unknown variant {name!r}; choose from {sorted(VARIANTS)}")
+
+
+class EnhancementTask(L.LightningModule):
+    """Trains an enhancement model with L_df and, in stage 2, a variant's extra losses."""
+
+    def __init__(self, config: dict, model_spec: dict | None = None):
+        super().__init__()
+        model_spec = model_spec or config["model"]
+        self.save_hyperparameters({"config": config, "model_spec": model_spec})
+        self.config = config
+        self.model = build_model(model_spec)
+        self.df_loss = DFLoss(self.model.sample_rate)
+        variant = config["finetune"]["variant"]
+        check_variant(variant)
+        use_mal, self.refresh_each_epoch, use_ssl, self.freeze_encoder = VARIANTS.get(variant, (False,) * 4)
+        losses = config["loss"]
+        self.mal_weight = float(losses["mal"]["weight"]) if (use_mal or variant is None) else 0.0
+        self.ssl_weight = float(losses["ssl"]["weight"]) if (use_ssl or variant is None) else 0.0
+        if use_mal and self.mal_weight <= 0:
+            self.mal_weight = 1.0  # the variant asks for MAL: the paper's equal proportion
+        if use_ssl and self.ssl_weight <= 0:
+            self.ssl_weight = 1.0
+        self.refresh_every_steps = config["finetune"]["refresh_every_steps"]
+        self.mal_loss = None
+        if self.mal_weight > 0:
+            from mal.losses import ModelAsLoss
+
+            self.mal_loss = ModelAsLoss(self.model, stages=losses["mal"]["stages"], ema_decay=losses["mal"]["ema_decay"])
+        self.ssl_loss = None
+        if self.ssl_weight > 0:
+            from mal.losses import SSLFeatureLoss
+
+            ssl = losses["ssl"]
+            self.ssl_loss = SSLFeatureLoss(ssl["ssl_model_path"], kind=ssl["kind"], layer=ssl["layer"], sample_rate=self.model.sample_rate)
+        if self.freeze_encoder:
+            for p in self.model.encoder.parameters():
+                p.requires_grad_(False)
+
+    # -- Model-as-Loss snapshot schedule -------------------------------------------------
+    def take_snapshot(self) -> None:
+        """Re-take the MAL-encoder snapshot from the model's current encoder."""
+        if self.mal_loss is not None:
+            self.mal_loss.refresh(self.model)
+
+    def on_train_epoch_start(self) -> None:
+        if self.mal_loss is not None and self.refresh_each_epoch:
+            if self.mal_loss.ema_decay is None:
+                self.take_snapshot()
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        k = self.refresh_every_steps
+        if self.mal_loss is not None and self.refresh_each_epoch and k and self.global_step % int(k) == 0 and batch_idx > 0:
+            self.take_snapshot()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.mal_loss is not None and self.refresh_each_epoch and self.mal_loss.ema_decay is not None:
+            self.mal_loss.update_ema(self.model)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_encoder:
+            self.model.encoder.eval()  # frozen BatchNorm statistics too
+        return self
+
+    # -- steps ---------------------------------------------------------------------------
+    def _losses(self, noisy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        enhanced = self.model(noisy)
+        parts = {"df": self.df_loss(enhanced, clean)}
+        total = float(self.config["loss"]["df"]["weight"]) * parts["df"]
+        if self.mal_loss is not None:
+            parts["mal"] = self.mal_loss(enhanced, clean)
+            total = total + self.mal_weight * parts["mal"]
+        if self.ssl_loss is not None:
+            parts["ssl"] = self.ssl_loss(enhanced, clean)
+            total = total + self.ssl_weight * parts["ssl"]
+        return total, parts, enhanced
+
+    def training_step(self, batch, batch_idx):
+        noisy, clean = batch
+        total, parts, _ = self._losses(noisy, clean)
+        if not torch.isfinite(total):
+            raise RuntimeError(
+                f"non-finite training loss at step {self.global_step} ({ {k: float(v) for k, v in parts.items()} }); "
+                "stopping before NaN weights are written - lower optim.lr or check the data"
+            )
+        self.log("train/loss", total, prog_bar=True)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value)
+        return total
+
+    def validation_step(self, batch, batch_idx):
+        noisy, clean = batch
+        total, parts, enhanced = self._losses(noisy, clean)
+        batch_size = noisy.shape[0]
+        self.log("val/loss", total, prog_bar=True, sync_dist=True, batch_size=batch_size)
+        for name, value in parts.items():
+            self.log(f"val/{name}", value, sync_dist=True, batch_size=batch_size)
+        self.log("val/si_sdr", si_sdr(enhanced, clean).mean(), prog_bar=True, sync_dist=True, batch_size=batch_size)
+        self.log("val/si_sdr_noisy", si_sdr(noisy, clean).mean(), sync_dist=True, batch_size=batch_size)
+
+    def configure_optimizers(self):
+        opt = self.config["optim"]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=opt["lr"], weight_decay=opt["weight_decay"], betas=tuple(opt["betas"]))
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup, floor = int(opt["warmup_steps"]), float(opt["min_lr_ratio"])
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to `floor`
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
