@@ -68,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "trainer": {
         "max_epochs": 10,
+        "max_time": None,  # e.g. "00:00:05:00" (DD:HH:MM:SS): stop after this wall time
         "accelerator": "cpu",
         "devices": 1,
         "num_nodes": 1,

@@ -25,6 +25,7 @@ def _trainer(cfg: dict) -> L.Trainer:
     return L.Trainer(
         default_root_dir=out,
         max_epochs=t["max_epochs"],
+        max_time=t["max_time"],
         accelerator=t["accelerator"],
         devices=t["devices"],
         num_nodes=t["num_nodes"],
