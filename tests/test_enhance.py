@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from mal.audio import read_audio
+from mal.cli import main
+from mal.enhance import enhance_array, enhance_files, load_model, save_model
+from mal.models import build_model
+
+TINY = {"preset": "dfnet_16k", "conv_ch": 8, "emb_dim": 32, "df_hidden": 32}
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    path = tmp_path_factory.mktemp("m") / "tiny.ckpt"
+    save_model(model, path)
+    return path
+
+
+def _speechlike(rate, seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    env = (np.sin(2 * np.pi * 3 * t) > 0).astype(np.float32)
+    return (0.3 * env * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def test_saved_model_round_trips(model_file):
+    model = load_model(model_file)
+    x = torch.from_numpy(_speechlike(16000, 1.0))[None]
+    again = load_model(model_file)
+    torch.testing.assert_close(model(x), again(x))
+
+
+def test_chunked_enhancement_matches_whole_file(model_file):
+    model = load_model(model_file)
+    x = _speechlike(16000, 12.0)
+    whole = enhance_array(model, x, 16000, chunk_seconds=100)
+    chunked = enhance_array(model, x, 16000, chunk_seconds=3.0, context_seconds=2.0)
+    assert chunked.shape == whole.shape
+    # outside the cross-fades the chunks see enough context to agree closely
+    assert np.max(np.abs(chunked - whole)) < 0.05 * np.max(np.abs(whole)) + 1e-3
+
+
+def test_any_rate_and_channels_keep_shape(model_file):
+    model = load_model(model_file)
+    for rate in (8000, 44100):
+        stereo = np.stack([_speechlike(rate, 1.3), _speechlike(rate, 1.3, 1)], axis=1)
+        out = enhance_array(model, stereo, rate)
+        assert out.shape == stereo.shape and out.dtype == np.float32
+
+
+def test_enhance_files_cli_reports_bad_files_and_resumes(model_file, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", _speechlike(16000, 1.0), 16000, subtype="PCM_16")
+    sf.write(src / "b.flac", _speechlike(48000, 0.7), 48000)
+    (src / "broken.wav").write_bytes(b"not audio at all")
+    out = tmp_path / "out"
+    code = main(["enhance", str(src), "-o", str(out), "--model", str(model_file)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "broken.wav" in err and "1 file(s) failed" in err
+    a, rate_a = read_audio(out / "a.wav")
+    assert rate_a == 16000 and len(a) == 16000 and sf.info(str(out / "a.wav")).subtype == "PCM_16"
+    b_info = sf.info(str(out / "b.flac"))
+    assert b_info.samplerate == 48000 and b_info.frames == int(48000 * 0.7)
+    # a second run skips what is done
+    mtime = (out / "a.wav").stat().st_mtime_ns
+    result = enhance_files(load_model(model_file), [src / "a.wav"], out, progress=False)
+    assert result.skipped and (out / "a.wav").stat().st_mtime_ns == mtime
+
+
+def test_refuses_output_inside_input_folder(model_file, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", _speechlike(16000, 0.5), 16000)
+    assert main(["enhance", str(src), "-o", str(src / "sub"), "--model", str(model_file)]) == 2
+    assert "inside input folder" in capsys.readouterr().err
+    assert main(["enhance", str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--model", str(model_file)]) == 1
+
+
+def test_enhance_vbd_test_folder(model_file, shared_data, tmp_path):
+    noisy = shared_data / "vbd-test" / "noisy"
+    out = tmp_path / "enh"
+    assert main(["enhance", str(noisy), "-o", str(out), "--model", str(model_file)]) == 0
+    inputs = sorted(noisy.glob("*.wav"))
+    assert len(inputs) == 64
+    for path in inputs:
+        a, b = sf.info(str(path)), sf.info(str(out / path.name))
+        assert (a.frames, a.samplerate) == (b.frames, b.samplerate)
