@@ -38,7 +38,7 @@ def make_split(cfg: dict) -> dict[str, dict[str, list[Path]]]:
     split_path = Path(cfg["data"]["split_file"] or Path(cfg["output_dir"]) / "split.json")
     root = data_root(cfg)
     if split_path.is_file():
-        return read_split(split_path, root)
+        return _nest(read_split(split_path, root))
     fractions = cfg["data"]["split_fractions"]
     speech = collect_audio(resolve_dirs(cfg, "speech_dirs"))
     noise = collect_audio(resolve_dirs(cfg, "noise_dirs"))
@@ -46,12 +46,19 @@ def make_split(cfg: dict) -> dict[str, dict[str, list[Path]]]:
         raise ConfigError("data.speech_dirs: no audio files found")
     if not noise:
         raise ConfigError("data.noise_dirs: no audio files found")
-    split = {
-        "speech": split_by_speaker(speech, fractions, seed=cfg["seed"]),
-        "noise": split_files(noise, fractions, seed=cfg["seed"]),
-    }
-    write_split(split_path, split, root)
-    return read_split(split_path, root)
+    flat = {f"speech/{part}": files for part, files in split_by_speaker(speech, fractions, seed=cfg["seed"]).items()}
+    flat.update({f"noise/{part}": files for part, files in split_files(noise, fractions, seed=cfg["seed"]).items()})
+    write_split(split_path, flat, root)
+    return _nest(read_split(split_path, root))
+
+
+def _nest(flat: dict[str, list[Path]]) -> dict[str, dict[str, list[Path]]]:
+    """{"speech/train": [...], ...} -> {"speech": {"train": [...]}, ...}."""
+    nested: dict[str, dict[str, list[Path]]] = {"speech": {}, "noise": {}}
+    for key, files in flat.items():
+        kind, part = key.split("/", 1)
+        nested.setdefault(kind, {})[part] = files
+    return nested
 
 
 class EnhancementData(L.LightningDataModule):

@@ -52,7 +52,7 @@ class EnhancementTask(L.LightningModule):
         self.save_hyperparameters({"config": config, "model_spec": model_spec})
         self.config = config
         self.model = build_model(model_spec)
-        self.df_loss = DFLoss(self.model.sample_rate)
+        self.df_loss = DFLoss.for_model(self.model)
         variant = config["finetune"]["variant"]
         check_variant(variant)
         use_mal, self.refresh_each_epoch, use_ssl, self.freeze_encoder = VARIANTS.get(variant, (False,) * 4)
