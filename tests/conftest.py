@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,3 +40,28 @@ def _few_threads():
     torch.set_num_threads(1)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory):
+    """Harmonic 'speech' from 6 speakers and two noises, written as files."""
+    root = tmp_path_factory.mktemp("toy_data")
+    rng = np.random.default_rng(0)
+    rate = 16000
+    for spk in range(6):
+        for utt in range(3):
+            t = np.arange(rate * 2) / rate
+            f0 = 100 + 30 * spk + 10 * np.sin(2 * np.pi * 0.5 * t)
+            phase = 2 * np.pi * np.cumsum(f0) / rate
+            voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+            env = (np.sin(2 * np.pi * (2 + utt) * t) > -0.3)
+            sf.write(_mk(root / "speech") / f"s{spk}_{utt}.wav", (0.1 * voiced * env).astype(np.float32), rate)
+    noise_dir = _mk(root / "noise")
+    for i in range(4):
+        sf.write(noise_dir / f"n{i}.wav", (0.1 * rng.standard_normal(rate * 3)).astype(np.float32), rate)
+    return root
+
+
+def _mk(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -9,10 +9,15 @@ from __future__ import annotations
 from dataclasses import fields
 
 from mal.models.base import EnhancementModel, Encoding, count_macs, count_parameters
+from mal.models.demucs import Demucs, DemucsConfig
 from mal.models.dfnet import DFNet, DFNetConfig, dfnet_48k
 
-MODELS: dict[str, tuple[type, type]] = {"dfnet": (DFNet, DFNetConfig)}
-PRESETS = {"dfnet_16k": ("dfnet", DFNetConfig), "dfnet_48k": ("dfnet", dfnet_48k)}
+MODELS: dict[str, tuple[type, type]] = {"dfnet": (DFNet, DFNetConfig), "demucs": (Demucs, DemucsConfig)}
+PRESETS = {
+    "dfnet_16k": ("dfnet", DFNetConfig),
+    "dfnet_48k": ("dfnet", dfnet_48k),
+    "demucs_16k": ("demucs", DemucsConfig),
+}
 
 
 def register_model(name: str, model_cls: type, config_cls: type) -> None:
@@ -53,6 +58,6 @@ def model_spec(model: EnhancementModel) -> dict:
 
 
 __all__ = [
-    "DFNet", "DFNetConfig", "EnhancementModel", "PRESETS", "Encoding", "build_model", "count_macs",
+    "DFNet", "DFNetConfig", "Demucs", "DemucsConfig", "EnhancementModel", "PRESETS", "Encoding", "build_model", "count_macs",
     "count_parameters", "dfnet_48k", "model_spec", "register_model",
 ]

@@ -78,6 +78,7 @@ class EnhancementTask(L.LightningModule):
         if self.freeze_encoder:
             for p in self.model.encoder.parameters():
                 p.requires_grad_(False)
+        self.train()  # Lightning keeps module modes as built: apply the frozen encoder's eval now
 
     # -- Model-as-Loss snapshot schedule -------------------------------------------------
     def take_snapshot(self) -> None:
@@ -92,7 +93,7 @@ class EnhancementTask(L.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         k = self.refresh_every_steps
-        if self.mal_loss is not None and self.refresh_each_epoch and k and self.global_step % int(k) == 0 and batch_idx > 0:
+        if self.mal_loss is not None and self.refresh_each_epoch and k and self.global_step % int(k) == 0:
             self.take_snapshot()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
