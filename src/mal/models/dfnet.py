@@ -139,6 +139,10 @@ class DfDecoder(nn.Module):
         self.skip = GroupedLinear(cfg.emb_dim, cfg.df_hidden, cfg.lin_groups)
         self.convp = CausalConv2d(cfg.conv_ch, 2 * cfg.df_order, (1, 1), activation=None)
         self.out = nn.Sequential(GroupedLinear(cfg.df_hidden, cfg.n_df * cfg.df_order * 2, cfg.lin_groups), nn.Tanh())
+        # The learned part starts at zero (zero-initialised residual branches), so an untrained
+        # deep filter is exactly the identity filter below.
+        nn.init.zeros_(self.out[0].weight)
+        nn.init.zeros_(self.convp[-1].weight)  # BatchNorm scale of the pathway conv
         identity = torch.zeros(cfg.df_order, 2)
         identity[cfg.lookahead, 0] = 1.0  # coefs index i multiplies X[t - i + lookahead]
         self.register_buffer("identity_tap", identity, persistent=False)
