@@ -1,0 +1,63 @@
+"""``mal compare``: score several systems on the same clean references, with statistics.
+
+    mal compare --clean DIR --systems Noisy=DIR CMGAN=DIR ... [--reference Noisy] -o OUT_DIR
+
+Writes per_file.csv, summary.json, report.md and report.html (with PNG bar charts) to OUT_DIR.
+The Noisy row (a system named "Noisy") comes first; each system is compared with the
+reference by a paired Wilcoxon signed-rank test over the files both have.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mal.cli.evaluate import add_scoring_args, check_output, finish, print_summary, score_and_summarize
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("compare", help="compare systems: table with 95% CIs, significance, report",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clean", help="clean reference folder (without it only non-intrusive metrics run)")
+    p.add_argument("--systems", nargs="+", required=True, metavar="NAME=DIR", help="systems to compare")
+    p.add_argument("--reference", default=None, help="system the others are tested against (default Noisy, else the first)")
+    p.add_argument("--title", default="Speech enhancement evaluation", help="report title")
+    add_scoring_args(p)
+    p.set_defaults(run=run)
+
+
+def parse_systems(items: list[str]) -> dict[str, str]:
+    """``["A=dir", ...]`` -> ordered ``{name: dir}``, Noisy first; checks names and folders."""
+    systems: dict[str, str] = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--systems: expected NAME=DIR, got {item!r}")
+        if name in systems:
+            raise ValueError(f"--systems: name {name!r} given twice")
+        if not Path(folder).is_dir():
+            raise ValueError(f"--systems: {folder}: not a directory")
+        systems[name] = folder
+    noisy = [n for n in systems if n.lower() == "noisy"]
+    return {n: systems[n] for n in noisy + [n for n in systems if n not in noisy]}
+
+
+def run(args) -> int:
+    from mal.metrics.stats import compare_to_reference
+    from mal.report import write_json, write_report
+
+    systems = parse_systems(args.systems)
+    reference = args.reference or next(iter(systems))
+    if reference not in systems:
+        raise ValueError(f"--reference {reference!r} is not one of {', '.join(systems)}")
+    out = Path(args.output)
+    check_output(out, [args.clean, *systems.values()])
+    result, summary, columns = score_and_summarize(args, systems, args.clean)
+    comparisons = compare_to_reference(result.rows, columns, list(systems), reference)
+    summary["reference"] = reference
+    summary["comparisons"] = comparisons
+    write_json(out / "summary.json", summary)
+    md, html = write_report(out, summary, comparisons, columns, list(systems), reference, args.title)
+    print_summary(summary, columns)
+    print(f"report: {md} and {html}")
+    return finish(result, out)

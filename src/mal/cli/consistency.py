@@ -1,0 +1,93 @@
+"""``mal consistency``: the paper's iterative self-enhancement test.
+
+    mal consistency --model A.ckpt B.ckpt --input DIR --iterations 150 -o OUT_DIR
+
+Each file of DIR is enhanced, the output fed back in, N times, per model. Writes
+OUT_DIR/curves.csv (mean NISQA, DNSMOS OVRL and HNR per pass), curves.png,
+spectrograms.png (input, 1, 10, 100 passes) and consistency.json (settings, skipped metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("consistency", help="iterative self-enhancement curves (paper Fig. 1/3)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", nargs="*", default=[], metavar="CKPT", help="checkpoints to test")
+    p.add_argument("--identity", action="store_true", help="add an identity 'model' (a flat reference curve)")
+    p.add_argument("--input", required=True, help="folder of (noisy) speech files")
+    p.add_argument("--iterations", type=int, default=150, help="enhancement passes (default 150, as the paper)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N files (paper: 200)")
+    p.add_argument("--metrics", default="nisqa,dnsmos,hnr", help="comma list of nisqa, dnsmos, hnr")
+    p.add_argument("--nisqa-weights", default=None, help="NISQA weights (default $MAL_NISQA_WEIGHTS)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from mal.audio import list_audio
+    from mal.consistency import run_consistency
+    from mal.metrics.dnsmos import dnsmos_unavailable
+    from mal.metrics.nisqa import nisqa_unavailable, resolve_weights
+    from mal.report import write_json
+
+    if args.iterations < 1:
+        raise ValueError("--iterations must be at least 1")
+    if not args.model and not args.identity:
+        raise ValueError("give --model CKPT... and/or --identity")
+    out = Path(args.output)
+    if out.resolve() == Path(args.input).resolve():
+        raise ValueError("output folder must differ from the input folder")
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    unknown = set(metrics) - {"nisqa", "dnsmos", "hnr"}
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(sorted(unknown))}; choose nisqa, dnsmos, hnr")
+    weights = resolve_weights(args.nisqa_weights)
+    skipped = {}
+    if "nisqa" in metrics and (reason := nisqa_unavailable(weights)):
+        skipped["nisqa"] = reason
+    if "dnsmos" in metrics and (reason := dnsmos_unavailable()):
+        skipped["dnsmos"] = reason
+    for name, reason in skipped.items():
+        print(f"mal: warning: {name} skipped: {reason}", file=sys.stderr)
+    metrics = tuple(m for m in metrics if m not in skipped)
+    if not metrics:
+        raise ValueError("no metric left to compute")
+
+    models = model_functions(args.model, args.identity)
+    inputs = list_audio(args.input)[: args.limit]
+    result = run_consistency(models, inputs, args.iterations, out, metrics=metrics,
+                             nisqa_weights=str(weights) if weights else None, progress=not args.quiet)
+    write_json(out / "consistency.json", {"models": {n: p for n, p in zip(models, [*args.model, "identity"])},
+                                          "input": str(args.input), "files": len(inputs) - len(result.errors),
+                                          "iterations": args.iterations, "metrics": list(metrics),
+                                          "skipped_metrics": skipped, "bad_files": result.errors,
+                                          "harmonicity": "HNR, Praat autocorrelation method, mean over voiced frames (dB)"})
+    print(f"wrote {result.csv_path} and {', '.join(str(f) for f in result.figures)}")
+    if result.errors:
+        print(f"mal: {len(result.errors)} problem(s) (unreadable file or diverged model):", file=sys.stderr)
+        for message in result.errors:
+            print(f"  {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def model_functions(checkpoints: list[str], identity: bool) -> dict:
+    """``{name: enhance_fn}``: one per checkpoint (named by file stem), plus identity."""
+    from mal.enhance import enhance_array, load_model
+
+    functions = {}
+    for path in checkpoints:
+        model = load_model(path)
+        name, k = Path(path).stem, 2
+        while name in functions:
+            name, k = f"{Path(path).stem}-{k}", k + 1
+        functions[name] = lambda x, sr, model=model: enhance_array(model, x, sr)
+    if identity:
+        functions["identity"] = lambda x, sr: x
+    return functions

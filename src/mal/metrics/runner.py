@@ -1,0 +1,342 @@
+"""Score many files: pairing, length and level handling, a process pool, a cache.
+
+Pairing: a processed file is matched with the reference file of the same stem.
+
+Lengths: both signals are cut to the shorter one (published outputs are often end-trimmed by
+tens of samples); a difference over ``LENGTH_TOLERANCE`` samples adds a warning to the row.
+
+Level: published outputs are sometimes level-normalised (see shared/data/SOURCES.md). Most
+metrics here do not depend on the processed signal's gain: PESQ aligns levels itself, STOI
+and ESTOI normalise per frame, SI-SDR and LSD fit a least-squares gain, LLR and WSS compare
+spectral shapes; DNSMOS and NISQA normalise their input (peak -10 dBFS, P.56 -26 dBov).
+Only segmental SNR (inside CBAK) and MCD (its c0 term) do. ``level_align="none"`` (the
+default) scores them as published tables do; ``"ls"`` first scales the processed signal by
+its least-squares gain onto the reference. Every row records ``level_db``, the P.56 active
+level of the processed file minus that of the reference, so a level-normalised system is
+visible in the summary.
+
+Cache: one SQLite file; a key covers both files' path, size and mtime, the metric group and
+the options that change it, so a re-run scores only new or changed files and new groups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from mal.audio import AudioError, active_speech_level, list_audio, read_audio, resample
+from mal.metrics import GROUPS, INTRUSIVE_GROUPS
+
+LENGTH_TOLERANCE = 100
+CACHE_VERSION = 1
+INFO_GROUP = "_info"
+FAILURES = "_failures"
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What to compute: metric groups, NISQA weights, level alignment for CBAK/MCD."""
+
+    groups: tuple[str, ...]
+    nisqa_weights: str | None = None
+    level_align: str = "none"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One processed file of one system, with its reference (None: non-intrusive only)."""
+
+    system: str
+    path: str
+    reference: str | None = None
+
+
+@dataclass
+class RunResult:
+    """Rows (one dict per scored file), bad files (one-line messages), and warnings."""
+
+    rows: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_groups(groups: tuple[str, ...], nisqa_weights: str | None, has_reference: bool) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Split ``groups`` into those that can run and ``{group: reason}`` for the others."""
+    from mal.metrics.dnsmos import dnsmos_unavailable
+    from mal.metrics.nisqa import nisqa_unavailable
+
+    usable, skipped = [], {}
+    for group in groups:
+        reason = None
+        if group in INTRUSIVE_GROUPS and not has_reference:
+            reason = "intrusive metric: no clean reference given"
+        elif group == "dnsmos":
+            reason = dnsmos_unavailable()
+        elif group == "nisqa":
+            reason = nisqa_unavailable(Path(nisqa_weights) if nisqa_weights else None)
+        elif group in ("pesq", "composite"):
+            reason = _import_reason("pesq")
+        elif group in ("stoi", "estoi"):
+            reason = _import_reason("pystoi")
+        elif group == "mcd":
+            reason = _import_reason("librosa")
+        if reason:
+            skipped[group] = reason
+        else:
+            usable.append(group)
+    return tuple(usable), skipped
+
+
+def _import_reason(module: str) -> str | None:
+    try:
+        __import__(module)
+    except Exception as err:
+        return f"{module} not importable ({type(err).__name__}); pip install {module}"
+    return None
+
+
+def pair_jobs(system: str, folder: str | os.PathLike, clean: str | os.PathLike | None) -> tuple[list[Job], list[str]]:
+    """Jobs for every audio file in ``folder`` (paired by stem with ``clean``), and warnings."""
+    files = list_audio(folder)
+    if clean is None:
+        return [Job(system, str(p)) for p in files], []
+    references = {p.stem: p for p in list_audio(clean)}
+    jobs, unmatched = [], []
+    for p in files:
+        ref = references.get(p.stem)
+        if ref is None:
+            unmatched.append(p.name)
+        else:
+            jobs.append(Job(system, str(p), str(ref)))
+    warnings = [f"{system}: {len(unmatched)} file(s) without a clean reference skipped: {', '.join(unmatched[:5])}"
+                + (" ..." if len(unmatched) > 5 else "")] if unmatched else []
+    return jobs, warnings
+
+
+def _load_pair(job: Job, level_align: str) -> tuple[np.ndarray, np.ndarray | None, int, dict]:
+    processed, rate = read_audio(job.path)
+    info: dict = {"samples": int(len(processed)), "rate": rate, "notes": ""}
+    if job.reference is None:
+        return processed, None, rate, info
+    reference, ref_rate = read_audio(job.reference)
+    if ref_rate != rate:
+        processed = resample(processed, rate, ref_rate)
+        rate = ref_rate
+    diff = len(processed) - len(reference)
+    info["length_diff"] = int(diff)
+    if abs(diff) > LENGTH_TOLERANCE:
+        info["notes"] = f"length differs from the reference by {diff} samples; trimmed to the shorter"
+    n = min(len(processed), len(reference))
+    processed, reference = processed[:n], reference[:n]
+    info["level_db"] = active_speech_level(processed, rate) - active_speech_level(reference, rate)
+    if level_align == "ls":
+        gain = float(np.dot(reference, processed) / max(float(np.dot(processed, processed)), 1e-20))
+        processed = (processed * gain).astype(np.float32)
+    return processed, reference, rate, info
+
+
+_NISQA_SCORERS: dict[str, object] = {}
+
+
+def _nisqa(weights: str):
+    if weights not in _NISQA_SCORERS:
+        from mal.metrics.nisqa import NisqaScorer
+
+        _NISQA_SCORERS[weights] = NisqaScorer(weights)
+    return _NISQA_SCORERS[weights]
+
+
+def compute_group(group: str, processed: np.ndarray, reference: np.ndarray | None, rate: int, options: ScoreOptions) -> dict[str, float]:
+    """The metric values of one group for one (aligned, equal-length) pair."""
+    from mal.metrics import intrusive as m
+
+    if group == "pesq":
+        return {"WB-PESQ": m.wb_pesq(reference, processed, rate)}
+    if group == "stoi":
+        return {"STOI": m.stoi(reference, processed, rate)}
+    if group == "estoi":
+        return {"ESTOI": m.stoi(reference, processed, rate, extended=True)}
+    if group == "sisdr":
+        return {"SI-SDR": m.si_sdr(reference, processed)}
+    if group == "lsd":
+        return {"LSD": m.lsd(reference, processed, rate)}
+    if group == "mcd":
+        return {"MCD": m.mcd(reference, processed, rate)}
+    if group == "composite":
+        return m.composite(reference, processed, rate)
+    if group == "dnsmos":
+        from mal.metrics.dnsmos import dnsmos
+
+        return dnsmos(processed, rate)
+    if group == "nisqa":
+        return _nisqa(str(options.nisqa_weights)).score(processed, rate)
+    raise ValueError(f"unknown metric group {group}")
+
+
+def score_job(job: Job, groups: tuple[str, ...], options: ScoreOptions) -> dict:
+    """Scores of ``groups`` for one job: ``{group: values}`` plus ``_info``; raises AudioError."""
+    processed, reference, rate, info = _load_pair(job, options.level_align)
+    out: dict = {INFO_GROUP: info, FAILURES: {}}
+    for group in groups:
+        try:
+            out[group] = compute_group(group, processed, reference, rate, options)
+        except AudioError:
+            raise
+        except Exception as err:  # a metric failing on one file: NaN and a note, batch goes on
+            out[group] = {name: math.nan for name in GROUPS[group]}
+            out[FAILURES][group] = f"{group} failed: {_one_line(err)}"
+    return out
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[-1] if text else type(err).__name__
+
+
+class ScoreCache:
+    """SQLite store of per-file, per-group scores keyed by file identity and options."""
+
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path = Path(path) if path else None
+        self._db = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path))
+            self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value TEXT)")
+
+    @staticmethod
+    def key(job: Job, group: str, options: ScoreOptions) -> str:
+        """Digest of both files' path/size/mtime, the group and its options."""
+        parts: list = [CACHE_VERSION, group, _stat(job.path), _stat(job.reference)]
+        if group in ("composite", "mcd", INFO_GROUP):
+            parts.append(options.level_align)
+        if group == "nisqa":
+            parts.append(_stat(options.nisqa_weights))
+        return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
+
+    def get(self, key: str) -> dict | None:
+        if self._db is None:
+            return None
+        row = self._db.execute("SELECT value FROM scores WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: dict) -> None:
+        if self._db is not None:
+            self._db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, json.dumps(value)))
+            self._db.commit()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+def _stat(path: str | None) -> list | None:
+    if not path:
+        return None
+    st = os.stat(path)
+    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _init_worker() -> None:
+    # One thread per worker: the pool provides the parallelism.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path: str | os.PathLike | None = None,
+             progress: bool = True) -> RunResult:
+    """Score every job (cached groups are reused), in ``n_jobs`` processes; never raises per file."""
+    from tqdm import tqdm
+
+    cache = ScoreCache(cache_path)
+    result = RunResult()
+    scored: dict[int, dict] = {}
+    todo: list[tuple[int, tuple[str, ...]]] = []
+    for i, job in enumerate(jobs):
+        try:
+            have = {g: cache.get(ScoreCache.key(job, g, options)) for g in (INFO_GROUP, *options.groups)}
+        except OSError as err:
+            result.errors.append(f"{job.path}: {_one_line(err)}")
+            continue
+        missing = tuple(g for g in options.groups if have[g] is None)
+        scored[i] = {g: v for g, v in have.items() if v is not None}
+        if missing or have[INFO_GROUP] is None:
+            todo.append((i, missing))
+
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="scoring", unit="file",
+               disable=None if progress else True, file=sys.stderr)
+
+    def finish(i: int, groups: tuple[str, ...], out: dict | Exception) -> None:
+        job = jobs[i]
+        if isinstance(out, Exception):
+            message = str(out) if isinstance(out, AudioError) else f"{job.path}: {_one_line(out)}"
+            result.errors.append(message)
+            bar.write(f"error: {message}", file=sys.stderr)
+            scored.pop(i, None)
+        else:
+            for group, values in out.items():
+                if group == FAILURES or group in out[FAILURES]:
+                    continue  # failures are not cached: retried on the next run
+                cache.put(ScoreCache.key(job, group, options), values)
+            scored[i].update(out)
+        bar.update(1)
+
+    try:
+        if n_jobs <= 1 or len(todo) <= 1:
+            for i, groups in todo:
+                try:
+                    finish(i, groups, score_job(jobs[i], groups, options))
+                except Exception as err:
+                    finish(i, groups, err)
+        else:
+            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+                futures = {pool.submit(score_job, jobs[i], groups, options): (i, groups) for i, groups in todo}
+                for future in as_completed(futures):
+                    i, groups = futures[future]
+                    try:
+                        finish(i, groups, future.result())
+                    except Exception as err:
+                        finish(i, groups, err)
+    finally:
+        bar.close()
+        cache.close()
+
+    for i in sorted(scored):
+        job, parts = jobs[i], scored[i]
+        info = parts.get(INFO_GROUP, {})
+        row = {"system": job.system, "file": Path(job.path).stem, "path": job.path}
+        for group in options.groups:
+            row.update(parts.get(group, {name: math.nan for name in GROUPS[group]}))
+        notes = "; ".join(filter(None, [info.get("notes", ""), *parts.get(FAILURES, {}).values()]))
+        row.update({"length_diff": info.get("length_diff", 0), "level_db": info.get("level_db", math.nan),
+                    "notes": notes})
+        if row["notes"]:
+            result.warnings.append(f"{job.path}: {row['notes']}")
+        result.rows.append(row)
+    return result
+
+
+
+def score_systems(systems: dict[str, str], clean: str | None, options: ScoreOptions, n_jobs: int = 1,
+                  cache_path: str | os.PathLike | None = None, progress: bool = True) -> tuple[RunResult, dict[str, str]]:
+    """Pair and score each ``{name: folder}``; returns the result and ``{group: skip reason}``."""
+    groups, skipped = check_groups(options.groups, options.nisqa_weights, clean is not None)
+    usable = ScoreOptions(groups, options.nisqa_weights, options.level_align)
+    jobs, warnings = [], []
+    for name, folder in systems.items():
+        system_jobs, system_warnings = pair_jobs(name, folder, clean)
+        jobs += system_jobs
+        warnings += system_warnings
+    result = run_jobs(jobs, usable, n_jobs=n_jobs, cache_path=cache_path, progress=progress)
+    result.warnings[:0] = warnings
+    return result, skipped

@@ -1,0 +1,65 @@
+"""`mal compare` on a few VoiceBank-DEMAND files: report with Noisy first, CIs, significance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mal.cli import main
+from mal.cli.compare import parse_systems
+
+FILES = ["p232_005", "p232_006", "p232_011", "p232_012"]  # CMGAN has no p232_012
+
+
+@pytest.fixture(scope="module")
+def vbd_subset(shared_data, tmp_path_factory):
+    """Symlinked subset of clean, noisy and three published systems."""
+    root = shared_data / "vbd-test"
+    base = tmp_path_factory.mktemp("vbd")
+    for folder in ("clean", "noisy", "CMGAN", "MP-SENet", "SE-VCAE"):
+        (base / folder).mkdir()
+        for name in FILES:
+            src = root / folder / f"{name}.wav"
+            if src.exists():
+                (base / folder / src.name).symlink_to(src)
+    return base
+
+
+def test_compare_report(vbd_subset, tmp_path):
+    out = tmp_path / "report"
+    d = vbd_subset
+    code = main(["compare", "--clean", str(d / "clean"), "--systems", f"CMGAN={d / 'CMGAN'}", f"Noisy={d / 'noisy'}",
+                 f"MP-SENet={d / 'MP-SENet'}", f"SE-VCAE={d / 'SE-VCAE'}", "-o", str(out),
+                 "--metrics", "pesq,sisdr", "--quiet"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["systems"]) == ["Noisy", "CMGAN", "MP-SENet", "SE-VCAE"]
+    assert summary["reference"] == "Noisy"
+    counts = {s: e["n_files"] for s, e in summary["systems"].items()}
+    assert counts == {"Noisy": 4, "CMGAN": 3, "MP-SENet": 4, "SE-VCAE": 4}
+    pesq = {s: e["metrics"]["WB-PESQ"]["mean"] for s, e in summary["systems"].items()}
+    assert pesq["CMGAN"] > pesq["Noisy"] + 1.0 and pesq["MP-SENet"] > pesq["Noisy"] + 1.0
+    test = summary["comparisons"]["CMGAN"]["WB-PESQ"]
+    assert test["n"] == 3 and test["mean_diff"] > 1.0 and test["diff_ci95_lo"] > 0
+
+    report = (out / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| System | Files | WB-PESQ (MOS-LQO)")
+    assert table[1].startswith("| Noisy | 4 |") and "±" in table[1]
+    assert table[2].startswith("| CMGAN | 3 |")
+    assert "Wilcoxon signed-rank" in report and "Paired comparison with Noisy" in report
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "fig_wb_pesq.png" in html
+    assert (out / "fig_wb_pesq.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "per_file.csv").exists()
+
+
+def test_parse_systems_orders_noisy_first_and_checks(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "n").mkdir()
+    assert list(parse_systems([f"A={tmp_path / 'a'}", f"noisy={tmp_path / 'n'}"])) == ["noisy", "A"]
+    with pytest.raises(ValueError, match="NAME=DIR"):
+        parse_systems(["just-a-dir"])
+    with pytest.raises(ValueError, match="not a directory"):
+        parse_systems([f"B={tmp_path / 'missing'}"])
