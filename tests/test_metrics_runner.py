@@ -115,3 +115,22 @@ def test_statistics():
     assert same["p"] > 0.01
     adjusted = adjust_pvalues([0.01, 0.04, np.nan])
     assert adjusted[0] == pytest.approx(0.02) and adjusted[1] == pytest.approx(0.04) and np.isnan(adjusted[2])
+
+
+def test_evaluate_with_model_enhances_then_scores(folders, tmp_path):
+    import torch
+
+    from mal.enhance import save_model
+    from mal.models import build_model
+
+    clean, noisy = folders
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "tiny.ckpt"
+    save_model(build_model({"preset": "dfnet_16k"}), checkpoint)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--model", str(checkpoint), "--noisy", str(noisy), "--clean", str(clean),
+                 "-o", str(out), "--metrics", "sisdr", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["systems"]) == ["Noisy", "tiny"]
+    assert summary["systems"]["tiny"]["n_files"] == 3
+    assert sorted(p.name for p in (out / "enhanced").iterdir()) == ["u0.wav", "u1.wav", "u2.wav"]
