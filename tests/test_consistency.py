@@ -12,6 +12,8 @@ from scipy.signal import butter, sosfilt
 from mal.cli import main
 from mal.consistency import harmonics_to_noise_ratio, run_consistency
 
+pytest.importorskip("parselmouth", reason="HNR needs praat-parselmouth")
+
 
 def _vowel(seconds: float = 1.0, rate: int = 16000, f0: float = 140.0) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate

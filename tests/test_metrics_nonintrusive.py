@@ -34,6 +34,7 @@ def _official_nisqa(weights, wav_path) -> dict[str, float]:
 
 
 def test_nisqa_equals_official_predictor(noisy, nisqa_weights, tmp_path):
+    pytest.importorskip("nisqa.NISQA_model", reason="pip install --no-deps nisqa && pip install librosa pandas")
     from mal.metrics.nisqa import NisqaScorer
 
     path, samples, rate = noisy
@@ -66,6 +67,7 @@ def test_nisqa_missing_weights_is_reported():
 
 
 def test_dnsmos_equals_speechmos_on_peak_normalised_input(noisy):
+    pytest.importorskip("speechmos.dnsmos")
     from speechmos import dnsmos as speechmos_dnsmos
 
     from mal.metrics.dnsmos import dnsmos
@@ -82,6 +84,7 @@ def test_dnsmos_equals_speechmos_on_peak_normalised_input(noisy):
 
 
 def test_dnsmos_prefers_enhanced_speech(shared_data):
+    pytest.importorskip("speechmos.dnsmos")
     from mal.metrics.dnsmos import dnsmos
 
     noisy, rate = read_audio(shared_data / "vbd-test" / "noisy" / "p232_005.wav")

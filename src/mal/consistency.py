@@ -43,6 +43,15 @@ def harmonics_to_noise_ratio(samples: np.ndarray, sample_rate: int) -> float:
     return float(value) if value is not None and math.isfinite(value) else math.nan
 
 
+def hnr_unavailable() -> str | None:
+    """Why HNR cannot run here, or None when it can."""
+    try:
+        import parselmouth  # noqa: F401
+    except ImportError:
+        return "praat-parselmouth not installed; pip install praat-parselmouth"
+    return None
+
+
 @dataclass
 class ConsistencyResult:
     """Mean curves ``{model: {metric: [value per iteration 0..N]}}``; unreadable/diverged files."""

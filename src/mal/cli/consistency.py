@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from mal.audio import list_audio
-    from mal.consistency import run_consistency
+    from mal.consistency import hnr_unavailable, run_consistency
     from mal.metrics.dnsmos import dnsmos_unavailable
     from mal.metrics.nisqa import nisqa_unavailable, resolve_weights
     from mal.report import write_json
@@ -53,6 +53,8 @@ def run(args) -> int:
         skipped["nisqa"] = reason
     if "dnsmos" in metrics and (reason := dnsmos_unavailable()):
         skipped["dnsmos"] = reason
+    if "hnr" in metrics and (reason := hnr_unavailable()):
+        skipped["hnr"] = reason
     for name, reason in skipped.items():
         print(f"mal: warning: {name} skipped: {reason}", file=sys.stderr)
     metrics = tuple(m for m in metrics if m not in skipped)
