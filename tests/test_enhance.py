@@ -91,3 +91,20 @@ def test_enhance_vbd_test_folder(model_file, shared_data, tmp_path):
     for path in inputs:
         a, b = sf.info(str(path)), sf.info(str(out / path.name))
         assert (a.frames, a.samplerate) == (b.frames, b.samplerate)
+
+
+def test_streaming_and_onnx_cli_match_offline(model_file, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    x = _speechlike(22050, 1.5)
+    sf.write(src / "a.wav", x, 22050, subtype="FLOAT")
+    onnx_path = tmp_path / "tiny.onnx"
+    assert main(["export", str(model_file), "-o", str(onnx_path)]) == 0
+    outs = {}
+    for mode, extra in [("offline", []), ("streaming", ["--streaming"]), ("onnx", ["--onnx", str(onnx_path)])]:
+        out = tmp_path / mode
+        assert main(["enhance", str(src), "-o", str(out), "--model", str(model_file), *extra]) == 0
+        outs[mode], rate = read_audio(out / "a.wav")
+        assert rate == 22050 and len(outs[mode]) == len(x)
+    np.testing.assert_allclose(outs["streaming"], outs["offline"], atol=1e-4)
+    np.testing.assert_allclose(outs["onnx"], outs["offline"], atol=1e-4)

@@ -90,8 +90,8 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, 
     fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
     if subtype is None:
         subtype = {"WAV": "FLOAT", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
-    if subtype.startswith("PCM"):
-        samples = np.clip(samples, -1.0, 1.0)
+    if subtype.startswith("PCM") and samples.size and np.abs(samples).max() > 1.0:
+        samples = np.clip(samples, -1.0, 1.0)  # only copy when something actually clips
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -20,6 +21,9 @@ import torch
 
 from mal.audio import AUDIO_EXTENSIONS, AudioError, read_audio, resample, write_audio
 from mal.models import EnhancementModel, build_model
+
+if TYPE_CHECKING:
+    from mal.streaming import FrameStream
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "default.ckpt"
@@ -69,7 +73,7 @@ def save_model(model: EnhancementModel, path: str | os.PathLike) -> None:
 
 @torch.no_grad()
 def enhance_array(
-    model: EnhancementModel,
+    model: EnhancementModel | FrameStream,
     samples: np.ndarray,
     sample_rate: int,
     chunk_seconds: float = 30.0,
@@ -78,7 +82,8 @@ def enhance_array(
 ) -> np.ndarray:
     """Enhance ``samples`` ((n,) or (n, channels)) recorded at ``sample_rate``.
 
-    Returns an array of the same shape at the same rate.
+    ``model`` is a model (offline, chunked) or a frame stream (``DFNetStream``,
+    ``OnnxStream``). Returns an array of the same shape at the same rate.
     """
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 2:
@@ -88,11 +93,16 @@ def enhance_array(
         )
     n_in = len(samples)
     x = resample(samples, sample_rate, model.sample_rate)
-    y = _enhance_chunked(model, x, chunk_seconds, context_seconds, crossfade_seconds)
+    if hasattr(model, "process"):  # a frame stream (mal.streaming / mal.export): one hop at a time
+        from mal.streaming import run_stream
+
+        y = run_stream(model, x)
+    else:
+        y = _enhance_chunked(model, x, chunk_seconds, context_seconds, crossfade_seconds)
     y = resample(y, model.sample_rate, sample_rate)
     if len(y) < n_in:
         y = np.pad(y, (0, n_in - len(y)))
-    return y[:n_in].astype(np.float32)
+    return y[:n_in].astype(np.float32, copy=False)
 
 
 def _enhance_chunked(model: EnhancementModel, x: np.ndarray, chunk_s: float, context_s: float, fade_s: float) -> np.ndarray:
@@ -154,7 +164,7 @@ def check_output_dir(out_dir: Path, inputs: list[str | os.PathLike], overwrite: 
 
 
 def enhance_files(
-    model: EnhancementModel,
+    model: EnhancementModel | FrameStream,
     inputs: list[str | os.PathLike],
     out_dir: str | os.PathLike,
     overwrite: bool = False,

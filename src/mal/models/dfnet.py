@@ -85,8 +85,8 @@ class DFNetEncoder(nn.Module):
         feat_spec = dsp.complex_features(spec, self.cfg.n_df, self.alpha)
         la = self.cfg.lookahead
         if la:  # frame t sees features of frame t + la
-            feat_erb = F.pad(feat_erb[:, :, la:], (0, 0, 0, la))
-            feat_spec = F.pad(feat_spec[:, :, la:], (0, 0, 0, la))
+            feat_erb = F.pad(feat_erb, (0, 0, 0, la))[:, :, la:]
+            feat_spec = F.pad(feat_spec, (0, 0, 0, la))[:, :, la:]
         return feat_erb, feat_spec
 
     def forward(self, wave: Tensor) -> Encoding:
