@@ -66,6 +66,8 @@ def _cell(stats: dict, metric: str) -> str:
     if stats["n"] == 0 or not math.isfinite(mean):
         return "-"
     digits = 3 if abs(mean) < 10 else 2
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
 
 
@@ -126,8 +128,8 @@ def bar_charts(out_dir: Path, summary: dict, columns: list[str], systems: list[s
         means = [st["mean"] if st["n"] else math.nan for st in stats]
         if not any(math.isfinite(m) for m in means):
             continue
-        errors = [[m - st["ci95"][0] if st["n"] else 0 for m, st in zip(means, stats)],
-                  [st["ci95"][1] - m if st["n"] else 0 for m, st in zip(means, stats)]]
+        errors = [[_finite_or_zero(m - st["ci95"][0]) for m, st in zip(means, stats)],
+                  [_finite_or_zero(st["ci95"][1] - m) for m, st in zip(means, stats)]]
         fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(systems) + 1.5), 3.2))
         ax.bar(range(len(systems)), means, yerr=errors, capsize=3, color="#4C72B0")
         ax.set_xticks(range(len(systems)), systems, rotation=35, ha="right")
@@ -140,6 +142,10 @@ def bar_charts(out_dir: Path, summary: dict, columns: list[str], systems: list[s
         plt.close(fig)
         names.append(name)
     return names
+
+
+def _finite_or_zero(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
 
 
 def _save_figure(fig, path: Path) -> None:

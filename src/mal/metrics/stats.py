@@ -29,8 +29,10 @@ def summarize(values: list[float] | np.ndarray) -> dict[str, float | int | list[
     std = float(np.std(x, ddof=1)) if n > 1 else 0.0
     if n > 1 and std > 0:
         lo, hi = stats.t.interval(0.95, n - 1, loc=mean, scale=std / math.sqrt(n))
-    else:
+    elif n > 1:
         lo = hi = mean
+    else:
+        lo = hi = math.nan  # one file: no interval
     return {"mean": mean, "std": std, "ci95": [float(lo), float(hi)], "n": n}
 
 
