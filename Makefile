@@ -11,6 +11,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[dev]'
+	# The official NISQA code pins an old torch: install it without its dependencies
+	# (its real imports are in our own dependency list).
+	$(PY) -m pip install -q --no-deps 'nisqa==2.0.post2'
 	touch $@
 
 test: $(VENV)/.installed

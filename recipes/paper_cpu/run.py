@@ -151,7 +151,7 @@ def main() -> None:
            logs / "compare.log")
 
     # 6. self-consistency of the fine-tuned models (the first clips of the in-domain test set)
-    ckpts = [str(models[v]) for v in ["Baseline", *variants]]
+    ckpts = [f"{v}={models[v]}" for v in ["Baseline", *variants]]
     sh(["consistency", "--model", *ckpts, "--identity", "--input", str(in_domain / "noisy"), "--limit", str(n_consistency),
         "--iterations", str(iterations), "--quiet", "-o", str(out / "consistency")], logs / "consistency.log")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("consistency", help="iterative self-enhancement curves (paper Fig. 1/3)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", nargs="*", default=[], metavar="CKPT", help="checkpoints to test")
+    p.add_argument("--model", nargs="*", default=[], metavar="CKPT", help="checkpoints to test, optionally named: NAME=CKPT")
     p.add_argument("--identity", action="store_true", help="add an identity 'model' (a flat reference curve)")
     p.add_argument("--input", required=True, help="folder of (noisy) speech files")
     p.add_argument("--iterations", type=int, default=150, help="enhancement passes (default 150, as the paper)")
@@ -65,7 +65,7 @@ def run(args) -> int:
     inputs = list_audio(args.input)[: args.limit]
     result = run_consistency(models, inputs, args.iterations, out, metrics=metrics,
                              nisqa_weights=str(weights) if weights else None, progress=not args.quiet)
-    write_json(out / "consistency.json", {"models": {n: p for n, p in zip(models, [*args.model, "identity"])},
+    write_json(out / "consistency.json", {"models": {n: p.partition("=")[2] or p for n, p in zip(models, [*args.model, "identity"])},
                                           "input": str(args.input), "files": len(inputs) - len(result.errors),
                                           "iterations": args.iterations, "metrics": list(metrics),
                                           "skipped_metrics": skipped, "bad_files": result.errors,
@@ -80,15 +80,21 @@ def run(args) -> int:
 
 
 def model_functions(checkpoints: list[str], identity: bool) -> dict:
-    """``{name: enhance_fn}``: one per checkpoint (named by file stem), plus identity."""
+    """``{name: enhance_fn}``: one per checkpoint (``NAME=CKPT``, else named by its run
+    folder when the file is ``checkpoints/*.ckpt``, else by file stem), plus identity."""
     from mal.enhance import enhance_array, load_model
 
     functions = {}
-    for path in checkpoints:
+    for item in checkpoints:
+        name, sep, path = item.partition("=")
+        if not sep:
+            path = item
+            p = Path(path)
+            name = p.parent.parent.name if p.parent.name == "checkpoints" else p.stem
         model = load_model(path)
-        name, k = Path(path).stem, 2
+        base, k = name, 2
         while name in functions:
-            name, k = f"{Path(path).stem}-{k}", k + 1
+            name, k = f"{base}-{k}", k + 1
         functions[name] = lambda x, sr, model=model: enhance_array(model, x, sr)
     if identity:
         functions["identity"] = lambda x, sr: x
