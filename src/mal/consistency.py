@@ -80,8 +80,13 @@ def _scorers(metrics: tuple[str, ...], nisqa_weights: str | None) -> dict[str, C
 
 def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations: int, out_dir: str | os.PathLike,
                     metrics: tuple[str, ...] = ("nisqa", "dnsmos", "hnr"), nisqa_weights: str | None = None,
-                    spectrogram_passes: tuple[int, ...] = SPECTROGRAM_PASSES, progress: bool = True) -> ConsistencyResult:
-    """Enhance each input ``iterations`` times with each model; write curves.csv and plots."""
+                    spectrogram_passes: tuple[int, ...] = SPECTROGRAM_PASSES, progress: bool = True,
+                    score_every: int = 1) -> ConsistencyResult:
+    """Enhance each input ``iterations`` times with each model; write curves.csv and plots.
+
+    ``score_every=k`` scores passes 0, 1, k, 2k, ... and the last (enhancing still runs every
+    pass): the metrics cost far more than the enhancement.
+    """
     from tqdm import tqdm
 
     from mal.report import write_text_atomic
@@ -98,6 +103,7 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
     if not signals:
         raise ValueError("no readable input files")
     passes = tuple(p for p in spectrogram_passes if p <= iterations)
+    score_at = {0, 1, iterations, *range(0, iterations + 1, max(1, score_every)), *passes}
     per_file = {name: np.full((len(scorers), iterations + 1, len(signals)), np.nan) for name in models}
     snapshots: dict[str, dict[int, np.ndarray]] = {name: {} for name in models}
     bar = tqdm(total=len(models) * len(signals) * (iterations + 1), desc="consistency", unit="pass",
@@ -115,7 +121,8 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
                         bar.update(iterations + 1 - it)
                         break
                 for k, score in enumerate(scorers.values()):
-                    per_file[name][k, it, f] = score(x, rate)
+                    if it in score_at:
+                        per_file[name][k, it, f] = score(x, rate)
                 if f == 0 and (it in passes or it == 0):
                     snapshots[name][it] = x.copy()
                 bar.update(1)
@@ -128,7 +135,7 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["model", "iteration", "n_files", *[f"{m}_mean" for m in scorers], *[f"{m}_std" for m in scorers]])
     for name in models:
-        for it in range(iterations + 1):
+        for it in sorted(score_at):
             values = per_file[name][:, it, :]
             scored = int(np.isfinite(values).any(axis=0).sum())
             stds = [float(np.std(v[np.isfinite(v)])) if np.isfinite(v).any() else math.nan for v in values]
@@ -151,7 +158,8 @@ def _plot_curves(path: Path, curves: dict[str, dict[str, list[float]]]) -> Path:
     fig, axes = plt.subplots(1, len(metric_names), figsize=(4.2 * len(metric_names), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metric_names):
         for name, values in curves.items():
-            ax.plot(range(len(values[metric])), values[metric], label=name, marker="." if len(values[metric]) < 30 else None)
+            its = [i for i, v in enumerate(values[metric]) if math.isfinite(v)]
+            ax.plot(its, [values[metric][i] for i in its], label=name, marker="." if len(its) < 30 else None)
         ax.set_xlabel("enhancement passes")
         ax.set_ylabel(METRIC_INFO[metric].label + (f" ({METRIC_INFO[metric].unit})" if METRIC_INFO[metric].unit else ""))
         ax.grid(alpha=0.3)

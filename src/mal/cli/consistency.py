@@ -25,6 +25,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--metrics", default="nisqa,dnsmos,hnr", help="comma list of nisqa, dnsmos, hnr")
     p.add_argument("--nisqa-weights", default=None, help="NISQA weights (default $MAL_NISQA_WEIGHTS)")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--score-every", type=int, default=1, help="score passes 0, 1, k, 2k, ... only (enhancement runs every pass)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -64,7 +65,8 @@ def run(args) -> int:
     models = model_functions(args.model, args.identity)
     inputs = list_audio(args.input)[: args.limit]
     result = run_consistency(models, inputs, args.iterations, out, metrics=metrics,
-                             nisqa_weights=str(weights) if weights else None, progress=not args.quiet)
+                             nisqa_weights=str(weights) if weights else None, progress=not args.quiet,
+                             score_every=args.score_every)
     write_json(out / "consistency.json", {"models": {n: p.partition("=")[2] or p for n, p in zip(models, [*args.model, "identity"])},
                                           "input": str(args.input), "files": len(inputs) - len(result.errors),
                                           "iterations": args.iterations, "metrics": list(metrics),
