@@ -65,3 +65,22 @@ def toy_data(tmp_path_factory):
 def _mk(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+REAL_STAGE1 = [
+    "model={preset: dfnet_16k, conv_ch: 16, emb_dim: 64, df_hidden: 64}",
+    "data.speech_dirs=[librispeech-train-clean-100-subset/clean]", "data.noise_dirs=[noise-real/noise]",
+    "data.segment_seconds=1.0", "data.batch_size=8", "data.train_size=800", "data.val_size=32",
+    "data.num_workers=1", "data.snr_range_db=[0, 15]", "optim.lr=0.003", "optim.warmup_steps=30",
+    "trainer.progress_bar=false", "trainer.log_every_n_steps=20",
+]
+
+
+@pytest.fixture(scope="session")
+def real_stage1(shared_data, tmp_path_factory) -> Path:
+    """A short stage-1 run (300 steps) on LibriSpeech + real noise; returns its last.ckpt."""
+    from mal.cli import main
+
+    out = tmp_path_factory.mktemp("real_stage1")
+    assert main(["train", "-o", str(out), "--data", str(shared_data), *REAL_STAGE1, "trainer.max_epochs=3"]) == 0
+    return out / "checkpoints" / "last.ckpt"
