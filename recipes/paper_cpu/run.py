@@ -100,7 +100,7 @@ def main() -> None:
     os.environ.setdefault("MAL_NISQA_WEIGHTS", str(nisqa))
     s = args.scale
     stage1_epochs, ft_epochs = max(1, round(20 * s)), max(1, round(6 * s))
-    stage1_size, ft_size = 1200, 800
+    stage1_size, ft_size = max(32, round(1200 * min(1.0, s))), max(32, round(800 * min(1.0, s)))
     n_in, n_consistency, iterations = max(8, round(48 * s)), max(2, round(4 * s)), max(5, round(150 * min(s, 1.0)))
     started = time.time()
     logs = work / "logs"
@@ -108,10 +108,11 @@ def main() -> None:
     # 1. stage 1
     stage1_dir = work / "stage1"
     stage1_ckpt = stage1_dir / "checkpoints" / "best.ckpt"
-    if not stage1_ckpt.is_file():
+    if not (stage1_dir / "DONE").is_file():  # best.ckpt exists after the first epoch already
         resume = ["--resume"] if (stage1_dir / "checkpoints" / "last.ckpt").is_file() else []
         sh(["train", "--config", "configs/baseline.yaml", "-o", str(stage1_dir), "--data", str(data), *resume,
             *common_overrides(args, stage1_epochs, stage1_size), "optim.lr=0.002", "optim.warmup_steps=100"], logs / "stage1.log")
+        (stage1_dir / "DONE").touch()
 
     # 2. stage 2, same epochs each
     variants = FINETUNES + (SSL_FINETUNES if args.ssl_model_path else [])
@@ -119,12 +120,13 @@ def main() -> None:
     for variant in variants:
         run_dir = work / variant
         best = run_dir / "checkpoints" / "best.ckpt"
-        if not best.is_file():
+        if not (run_dir / "DONE").is_file():
             resume = ["--resume"] if (run_dir / "checkpoints" / "last.ckpt").is_file() else []
             ssl = [f"loss.ssl.ssl_model_path={args.ssl_model_path}"] if variant.startswith("wavlm") else []
             sh(["finetune", "--from", str(stage1_ckpt), "--config", f"configs/{variant.replace('-', '_')}.yaml",
                 "-o", str(run_dir), "--data", str(data), *resume, *common_overrides(args, ft_epochs, ft_size),
                 f"data.split_file={stage1_dir / 'split.json'}", "optim.lr=0.0005", *ssl], logs / f"{variant}.log")
+            (run_dir / "DONE").touch()
         models[variant] = best
 
     # 3. test sets
