@@ -170,8 +170,6 @@ def data_root(cfg: dict) -> Path:
 
 def save_config(cfg: dict, path: str | os.PathLike) -> None:
     """Write the resolved config next to a run (atomically) so it can be reproduced."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    os.replace(tmp, path)
+    from mal.io import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(cfg, sort_keys=False))

@@ -199,13 +199,7 @@ def _plot_spectrograms(path: Path, snapshots: dict[str, dict[int, np.ndarray]], 
 
 
 def _save(fig, path: Path) -> None:
-    import tempfile
+    from mal.io import atomic_path
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".part.png") as tmp:
         fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -12,27 +12,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
+from mal.io import atomic_path, write_text_atomic  # noqa: F401  (write_text_atomic re-exported)
 from mal.metrics import METRIC_INFO
 from mal.metrics.stats import SIGNIFICANCE_METHOD
 
 ALPHA = 0.05
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
@@ -149,14 +135,8 @@ def _finite_or_zero(value: float) -> float:
 
 
 def _save_figure(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".part.png") as tmp:
         fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(out_dir: str | os.PathLike, summary: dict, comparisons: dict, columns: list[str],

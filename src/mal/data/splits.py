@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from mal.io import write_text_atomic
+
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -59,15 +60,7 @@ def write_split(
     base = None if root is None else Path(os.path.abspath(root))
     content = {part: sorted(_relative(Path(p), base) for p in files) for part, files in split.items()}
     text = json.dumps(content, indent=1, ensure_ascii=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
 
 
 def read_split(path: str | os.PathLike, root: str | os.PathLike | None = None) -> dict[str, list[Path]]:
