@@ -42,7 +42,7 @@ def step_time(task: EnhancementTask, noisy: torch.Tensor, clean: torch.Tensor, s
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
-        loss, _, _ = task._losses(noisy, clean)
+        loss, _, _ = task.compute_losses(noisy, clean)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -107,7 +107,8 @@ class EnhancementTask(L.LightningModule):
         return self
 
     # -- steps ---------------------------------------------------------------------------
-    def _losses(self, noisy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    def compute_losses(self, noisy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """(total loss, {"df"/"mal"/"ssl": term}, enhanced) for one batch."""
         enhanced = self.model(noisy)
         parts = {"df": self.df_loss(enhanced, clean)}
         total = float(self.config["loss"]["df"]["weight"]) * parts["df"]
@@ -121,7 +122,7 @@ class EnhancementTask(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         noisy, clean = batch
-        total, parts, _ = self._losses(noisy, clean)
+        total, parts, _ = self.compute_losses(noisy, clean)
         if not torch.isfinite(total):
             raise RuntimeError(
                 f"non-finite training loss at step {self.global_step} ({ {k: float(v) for k, v in parts.items()} }); "
@@ -132,9 +133,19 @@ class EnhancementTask(L.LightningModule):
             self.log(f"train/{name}", value)
         return total
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # A finite loss can still give non-finite gradients (e.g. a sqrt at 0); stepping with
+        # them would turn every weight into NaN. Checked before clipping, which would spread them.
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            raise RuntimeError(
+                f"non-finite gradient at step {self.global_step}; stopping before NaN weights are written - "
+                "lower optim.lr or check the data"
+            )
+
     def validation_step(self, batch, batch_idx):
         noisy, clean = batch
-        total, parts, enhanced = self._losses(noisy, clean)
+        total, parts, enhanced = self.compute_losses(noisy, clean)
         batch_size = noisy.shape[0]
         self.log("val/loss", total, prog_bar=True, sync_dist=True, batch_size=batch_size)
         for name, value in parts.items():
