@@ -7,25 +7,31 @@ TORCH := torch==2.13.0
 
 .PHONY: test demo bench paper clean-venv
 
+# The package and its runtime dependencies (enough for `make demo`).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e .
 	# The official NISQA code pins an old torch: install it without its dependencies
 	# (its real imports are in our own dependency list).
 	$(PY) -m pip install -q --no-deps 'nisqa==2.0.post2'
 	touch $@
 
-test: $(VENV)/.installed
+# Plus the test / SSL / ONNX / peer extras.
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/mal demo $(DEMO_ARGS)
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/run_all.py
 
-paper: $(VENV)/.installed
+paper: $(VENV)/.installed-dev
 	$(PY) recipes/paper_cpu/run.py $(PAPER_ARGS)
 
 clean-venv:

@@ -39,7 +39,7 @@ def _synthetic_data(folder: Path, rate: int) -> tuple[Path, Path, list[tuple[str
     return speech_dir, noise_dir, examples
 
 
-def run_demo(out_dir: str | Path = "demo_output", data_dir: str | Path | None = None, train_seconds: int = 120) -> dict:
+def run_demo(out_dir: str | Path = "demo_output", data_dir: str | Path | None = None, train_seconds: int = 100) -> dict:
     """Train for about ``train_seconds``, enhance examples; returns paths and scores."""
     from mal.config import load_config
     from mal.enhance import enhance_array, load_model

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="train a small model for ~2 minutes and enhance example audio")
+    p = sub.add_parser("demo", help="train a small model for ~100 s and enhance example audio")
     p.add_argument("-o", "--output-dir", default="demo_output", help="where everything is written")
     p.add_argument("--data", help="data folder with the layout of ../shared/data (default: ../shared/data when present)")
-    p.add_argument("--train-seconds", type=int, default=120, help="training time budget")
+    p.add_argument("--train-seconds", type=int, default=100, help="training time budget")
     p.set_defaults(run=run)
 
 
