@@ -120,7 +120,7 @@ def test_resume_continues_with_the_saved_snapshot(toy_data, tmp_path, stage1):
     final = _finetune(toy_data, tmp_path, stage1, "mal-frozen", epochs=2, resume=True, source=other)
     snap_final = _encoder_params(_state(final), "mal_loss.snapshot.")
     assert all(torch.equal(snap_first[k], snap_final[k]) for k in snap_first)
-    assert torch.load(final, weights_only=False)["epoch"] == 2  # epochs completed
+    assert torch.load(final, weights_only=False)["global_step"] == 6  # two epochs of 3 steps completed
 
 
 def test_ssl_variant_without_checkpoint_stops_at_start_naming_the_path(toy_data, tmp_path, stage1, capsys):

@@ -41,7 +41,8 @@ def test_train_writes_checkpoints_and_resumes(toy_data, tmp_path):
     import torch
 
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["epoch"] == 2 and ckpt["hyper_parameters"]["model_spec"]["conv_ch"] == 8
+    # two epochs of 4 steps ("epoch" in a checkpoint is the index of the last one run)
+    assert ckpt["global_step"] == 8 and ckpt["hyper_parameters"]["model_spec"]["conv_ch"] == 8
 
 
 @pytest.mark.parametrize("override,key", [

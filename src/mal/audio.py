@@ -8,13 +8,14 @@ message is one line naming the file and the problem.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 from scipy.signal import lfilter
+
+from mal.io import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
@@ -43,6 +44,29 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
     return int(info.samplerate), int(info.channels), int(info.frames)
 
 
+def check_audio_file(path: str | os.PathLike) -> None:
+    """Raise :class:`AudioError` when ``path`` is not usable audio, without holding it in memory.
+
+    Reads the header (missing, unreadable, empty files); floating-point files, the only ones
+    that can hold NaN or Inf, are also scanned block by block.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: file not found")
+    try:
+        info = sf.info(str(path))
+        if info.frames == 0:
+            raise AudioError(f"{path}: file has no samples")
+        if info.subtype in ("FLOAT", "DOUBLE"):
+            for block in sf.blocks(str(path), blocksize=1 << 16, dtype="float32"):
+                if not np.isfinite(block).all():
+                    raise AudioError(f"{path}: contains NaN or infinite samples")
+    except AudioError:
+        raise
+    except Exception as err:  # soundfile raises several types for corrupt input
+        raise AudioError(f"{path}: cannot read audio ({_short(err)})") from None
+
+
 def read_audio(
     path: str | os.PathLike, sample_rate: int | None = None, mono: bool = True
 ) -> tuple[np.ndarray, int]:
@@ -65,7 +89,7 @@ def read_audio(
     if not np.isfinite(data).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
     if mono:
-        data = data.mean(axis=1)
+        data = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)  # no copy for mono files (long inputs)
     if sample_rate is not None and sample_rate != rate:
         data = resample(data, rate, sample_rate)
         rate = sample_rate
@@ -85,21 +109,23 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, 
     A crash never leaves a half-written file at ``path``. Format follows the extension.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     samples = np.asarray(samples, dtype=np.float32)
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
-    if subtype is None:
-        subtype = {"WAV": "FLOAT", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
-    if subtype.startswith("PCM") and samples.size and np.abs(samples).max() > 1.0:
+    fmt, subtype = output_format(path, subtype)
+    if needs_clipping(subtype) and samples.size and np.abs(samples).max() > 1.0:
         samples = np.clip(samples, -1.0, 1.0)  # only copy when something actually clips
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, samples, sample_rate, format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def output_format(path: Path, subtype: str | None = None) -> tuple[str, str]:
+    """(soundfile format, subtype) for ``path``'s extension; a default subtype when None."""
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
+    return fmt, subtype or {"WAV": "FLOAT", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
+
+
+def needs_clipping(subtype: str) -> bool:
+    """Whether ``subtype`` needs samples clipped to [-1, 1] first (companded ones, e.g. ULAW, wrap around)."""
+    return subtype not in ("FLOAT", "DOUBLE", "VORBIS", "OPUS")
 
 
 def peak_normalize(x: np.ndarray, peak_db: float = -10.0) -> np.ndarray:
@@ -110,30 +136,45 @@ def peak_normalize(x: np.ndarray, peak_db: float = -10.0) -> np.ndarray:
     return (x * (10 ** (peak_db / 20) / peak)).astype(np.float32)
 
 
+LEVEL_BLOCK = 1 << 18  # samples per block in active_speech_level
+
+
 def active_speech_level(x: np.ndarray, sample_rate: int) -> float:
     """ITU-T P.56 method B active speech level in dBov (dB re. full-scale amplitude 1).
 
     Written by hand: no maintained Python package implements P.56 (pyloudnorm is BS.1770).
     Envelope: two first-order smoothers (time constant 0.03 s) of |x|; hangover 0.2 s;
     margin 15.9 dB; thresholds 2^-15 .. 2^0. Returns -inf for silence.
+
+    Runs over blocks of ``LEVEL_BLOCK`` samples, carrying the filter states and, per
+    threshold, the last sample above it: memory stays constant for an hour-long file
+    (whole-signal float64/int64 temporaries took ~55 bytes per sample).
     """
-    x = np.asarray(x, dtype=np.float64)
-    energy = float(np.sum(x * x))
-    if energy <= 0.0:
-        return float("-inf")
+    x = np.asarray(x)
     margin_db, hangover = 15.9, int(np.ceil(0.2 * sample_rate))
     g = np.exp(-1.0 / (0.03 * sample_rate))
-    envelope = lfilter([1 - g], [1, -g], lfilter([1 - g], [1, -g], np.abs(x)))
+    smoother = ([1 - g], [1, -g])
     thresholds = 2.0 ** np.arange(-15, 1)
-    index = np.arange(len(x))
     active_counts = np.zeros(len(thresholds))
-    for j, c in enumerate(thresholds):
-        above = envelope >= c
-        if not above.any():
-            break
-        # samples since the envelope last reached c; active while within the hangover
-        last = np.maximum.accumulate(np.where(above, index, -hangover - 1))
-        active_counts[j] = np.count_nonzero(index - last <= hangover)
+    last_above = np.full(len(thresholds), -hangover - 1, dtype=np.int64)  # "never" for every threshold
+    state1, state2 = np.zeros(1), np.zeros(1)
+    energy = 0.0
+    for begin in range(0, len(x), LEVEL_BLOCK):
+        block = np.asarray(x[begin : begin + LEVEL_BLOCK], dtype=np.float64)
+        energy += float(np.dot(block, block))
+        smoothed, state1 = lfilter(*smoother, np.abs(block), zi=state1)
+        envelope, state2 = lfilter(*smoother, smoothed, zi=state2)
+        index = np.arange(begin, begin + len(block))
+        for j, c in enumerate(thresholds):
+            above = envelope >= c
+            if not above.any() and index[0] - last_above[j] > hangover:
+                continue  # nothing above c here and the hangover has run out: no active samples
+            # samples since the envelope last reached c; active while within the hangover
+            last = np.maximum.accumulate(np.where(above, index, last_above[j]))
+            active_counts[j] += np.count_nonzero(index - last <= hangover)
+            last_above[j] = last[-1]
+    if energy <= 0.0:
+        return float("-inf")
     with np.errstate(divide="ignore"):
         level_db = 10 * np.log10(energy / np.maximum(active_counts, 1e-20))
     threshold_db = 20 * np.log10(thresholds)

@@ -5,21 +5,38 @@ with ``context_seconds`` of preceding audio (so recurrent state and feature norm
 have settled) and enough following audio to cover the model's window and look-ahead; the
 chunk outputs are joined with a short linear cross-fade.
 
-Channels: every channel is enhanced independently, so a stereo file comes out stereo.
+Files are streamed: read in blocks, resampled with a streaming resampler, chunked, and written
+block by block to a hidden ``.part`` file that is renamed over the output at the end. Peak
+memory does not grow with the file's length (a one-hour file needs no more than a minute's).
+
+Channels: every channel is enhanced independently (as one batch), so a stereo file comes out
+stereo.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 
-from mal.audio import AUDIO_EXTENSIONS, AudioError, read_audio, resample, write_audio
+from mal.audio import (
+    AUDIO_EXTENSIONS,
+    AudioError,
+    _short,
+    needs_clipping,
+    output_format,
+    read_audio,
+    resample,
+    write_audio,
+)
+from mal.io import atomic_path, remove_stale_parts
 from mal.models import EnhancementModel, build_model
 
 if TYPE_CHECKING:
@@ -86,47 +103,196 @@ def enhance_array(
     ``OnnxStream``). Returns an array of the same shape at the same rate.
     """
     samples = np.asarray(samples, dtype=np.float32)
-    if samples.ndim == 2:
-        return np.stack(
-            [enhance_array(model, samples[:, c], sample_rate, chunk_seconds, context_seconds, crossfade_seconds)
-             for c in range(samples.shape[1])], axis=1,
-        )
     n_in = len(samples)
-    x = resample(samples, sample_rate, model.sample_rate)
     if hasattr(model, "process"):  # a frame stream (mal.streaming / mal.export): one hop at a time
+        if samples.ndim == 2:
+            return np.stack([enhance_array(model, samples[:, c], sample_rate) for c in range(samples.shape[1])], axis=1)
         from mal.streaming import run_stream
 
-        y = run_stream(model, x)
-    else:
-        y = _enhance_chunked(model, x, chunk_seconds, context_seconds, crossfade_seconds)
-    y = resample(y, model.sample_rate, sample_rate)
-    if len(y) < n_in:
-        y = np.pad(y, (0, n_in - len(y)))
-    return y[:n_in].astype(np.float32, copy=False)
+        y = resample(run_stream(model, resample(samples, sample_rate, model.sample_rate)), model.sample_rate, sample_rate)
+        return _fit_length(y, n_in)
+    block = samples[:, None] if samples.ndim == 1 else samples
+    parts = list(enhance_blocks(model, [block], sample_rate, block.shape[1], chunk_seconds, context_seconds, crossfade_seconds))
+    y = _fit_length(np.concatenate(parts) if parts else np.zeros((0, block.shape[1]), np.float32), n_in)
+    return y[:, 0] if samples.ndim == 1 else y
 
 
-def _enhance_chunked(model: EnhancementModel, x: np.ndarray, chunk_s: float, context_s: float, fade_s: float) -> np.ndarray:
+def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` cut or zero-padded to ``n`` samples (resampling can be a sample off)."""
+    if len(y) < n:
+        y = np.pad(y, [(0, n - len(y))] + [(0, 0)] * (y.ndim - 1))
+    return y[:n].astype(np.float32, copy=False)
+
+
+@torch.no_grad()
+def enhance_blocks(
+    model: EnhancementModel,
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    channels: int,
+    chunk_seconds: float = 30.0,
+    context_seconds: float = 2.0,
+    crossfade_seconds: float = 0.05,
+) -> Iterator[np.ndarray]:
+    """Enhance a signal given as consecutive ``(n, channels)`` blocks; yields output blocks.
+
+    Memory is bounded by one chunk plus its context, whatever the signal's length. The
+    output has the input's rate; its total length can differ from the input's by a sample
+    when resampling (callers cut or pad).
+    """
+    rate = model.sample_rate
+    down = _StreamResampler(sample_rate, rate, channels)
+    at_model_rate = (down(block, last) for block, last in _flag_last(blocks))
+    up = _StreamResampler(rate, sample_rate, channels)
+    for y, last in _chunked(model, at_model_rate, channels, chunk_seconds, context_seconds, crossfade_seconds):
+        out = up(y, last)
+        if len(out):
+            yield out
+
+
+class _StreamResampler:
+    """soxr's streaming resampler; its output equals one-shot ``resample`` of the whole signal."""
+
+    def __init__(self, rate_in: int, rate_out: int, channels: int):
+        self.stream = None if rate_in == rate_out else soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return x if self.stream is None else self.stream.resample_chunk(x, last=last)
+
+
+def _flag_last(items: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]]:
+    """``(item, is_last)`` pairs, so the last block can flush the resampler."""
+    it = iter(items)
+    previous = next(it, None)
+    if previous is None:
+        return
+    for item in it:
+        yield previous, False
+        previous = item
+    yield previous, True
+
+
+def _chunked(
+    model: EnhancementModel, blocks: Iterator[np.ndarray], channels: int, chunk_s: float, context_s: float, fade_s: float
+) -> Iterator[tuple[np.ndarray, bool]]:
+    """Overlapping chunks with context, joined by a linear cross-fade: ``(output block, is_last)``.
+
+    Chunk k covers samples ``[k * chunk, (k + 1) * chunk)``; it is run on that span plus
+    ``context`` samples before and the window + look-ahead + fade after. The last ``fade``
+    samples of each chunk are held back until the next chunk has been faded in over them.
+    """
     device = next(model.parameters()).device
     rate = model.sample_rate
-    chunk, context, fade = int(chunk_s * rate), int(context_s * rate), int(fade_s * rate)
+    chunk = max(int(chunk_s * rate), 1)
+    fade = min(int(fade_s * rate), chunk)
+    context = max(int(context_s * rate), fade)  # a chunk must cover the fade it shares with the previous one
     tail = model.window_samples + model.lookahead_samples + fade
-    run = lambda seg: model(torch.from_numpy(seg).to(device)[None])[0].cpu().numpy()  # noqa: E731
-    if len(x) <= chunk + context:
-        return run(x)
-    out = np.zeros(len(x), dtype=np.float32)
-    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-    for start in range(0, len(x), chunk):
-        lo, hi = max(0, start - context), min(len(x), start + chunk + tail)
-        y = run(x[lo:hi])
+
+    def run(seg: np.ndarray) -> np.ndarray:  # (n, C) -> (n, C); channels are a batch
+        return model(torch.from_numpy(np.ascontiguousarray(seg.T)).to(device)).cpu().numpy().T
+
+    buffer, buffer_start, ended = np.zeros((0, channels), np.float32), 0, False
+
+    def fill(until: int) -> None:  # read blocks until the buffer reaches sample `until`, or the end
+        nonlocal buffer, ended
+        parts, have = [buffer], buffer_start + len(buffer)
+        while not ended and have < until:
+            block = next(blocks, None)
+            if block is None:
+                ended = True
+            elif len(block):
+                parts.append(block)
+                have += len(block)
+        if len(parts) > 1:
+            buffer = np.concatenate(parts)
+
+    fill(chunk + context + 1)
+    if ended and len(buffer) <= chunk + context:  # short signal: one pass, no chunking
+        if len(buffer):
+            yield run(buffer), True
+        return
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)[:, None]
+    held = None
+    start = 0
+    while True:
+        fill(start + chunk + tail)
+        available = buffer_start + len(buffer)  # the signal's length once `ended`
+        lo, hi = max(0, start - context), min(available, start + chunk + tail)
+        y = run(buffer[lo - buffer_start : hi - buffer_start])
         seg_start = start if start == 0 else start - fade  # overlap the previous chunk by `fade`
-        seg_end = min(len(x), start + chunk)
+        seg_end = min(available, start + chunk)
         piece = y[seg_start - lo : seg_end - lo]
-        if start > 0 and fade > 0:
-            out[seg_start:start] *= 1.0 - ramp
+        if held is not None:
             piece = piece.copy()
-            piece[:fade] *= ramp
-        out[seg_start:seg_end] += piece
-    return out
+            piece[:fade] = held * (1.0 - ramp) + piece[:fade] * ramp
+        if ended and seg_end >= available:
+            yield piece, True
+            return
+        held = piece[len(piece) - fade :].copy() if fade else None
+        yield piece[: len(piece) - fade], False
+        start += chunk
+        drop = start - context - buffer_start
+        if drop > 0:
+            buffer, buffer_start = buffer[drop:], buffer_start + drop
+
+
+def enhance_file(
+    model: EnhancementModel | FrameStream,
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    subtype: str | None = None,
+    block_seconds: float = 10.0,
+    **chunk_options,
+) -> None:
+    """Enhance one file into ``dst`` (written atomically) with the same rate, length and channels.
+
+    The sample format is the input's where ``dst``'s container supports it (else ``subtype``
+    or the container's default). Raises :class:`AudioError` (one line, naming ``src``) for an
+    unreadable, empty or non-finite input; nothing is left at ``dst`` then.
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise AudioError(f"{src}: file not found")
+    if src.is_dir():
+        raise AudioError(f"{src}: is a directory, not an audio file")
+    try:
+        reader = sf.SoundFile(str(src))
+    except Exception as err:  # soundfile raises several types for corrupt input
+        raise AudioError(f"{src}: cannot read audio ({_short(err)})") from None
+    with reader:
+        rate, channels = reader.samplerate, reader.channels
+        fmt, subtype = output_format(dst, _keep_subtype(reader.subtype, dst) or subtype)
+        if hasattr(model, "process"):  # frame streams keep one state: the whole file, channel by channel
+            samples, _ = read_audio(src, mono=False)
+            enhanced = enhance_array(model, samples if channels > 1 else samples[:, 0], rate)
+            write_audio(dst, enhanced, rate, subtype=subtype)
+            return
+        count = {"read": 0, "written": 0}
+
+        def blocks() -> Iterator[np.ndarray]:
+            while True:
+                try:
+                    block = reader.read(max(int(block_seconds * rate), 1), dtype="float32", always_2d=True)
+                except Exception as err:
+                    raise AudioError(f"{src}: cannot read audio ({_short(err)})") from None
+                if not len(block):
+                    return
+                if not np.isfinite(block).all():
+                    raise AudioError(f"{src}: contains NaN or infinite samples")
+                count["read"] += len(block)
+                yield block
+
+        clip = needs_clipping(subtype)
+        with atomic_path(dst) as tmp, sf.SoundFile(tmp, "w", rate, channels, subtype=subtype, format=fmt) as writer:
+            for y in enhance_blocks(model, blocks(), rate, channels, **chunk_options):
+                y = y[: count["read"] - count["written"]]  # never more samples than were read
+                writer.write(np.clip(y, -1.0, 1.0) if clip else y)
+                count["written"] += len(y)
+            if count["read"] == 0:
+                raise AudioError(f"{src}: file has no samples")
+            if count["written"] < count["read"]:
+                writer.write(np.zeros((count["read"] - count["written"], channels), np.float32))
 
 
 @dataclass
@@ -187,21 +353,20 @@ def enhance_files(
         if dst.resolve() == src.resolve():
             result.failed.append((src, "output would overwrite the input"))
             continue
+        # A run killed mid-file leaves only a hidden temporary file: delete it, redo that file.
+        remove_stale_parts(dst)
         if dst.exists() and not overwrite:
             result.skipped.append(src)
             continue
         try:
-            samples, rate = read_audio(src, mono=False)
-            info = sf.info(str(src))
-            enhanced = enhance_array(model, samples if samples.shape[1] > 1 else samples[:, 0], rate, **chunk_options)
-            write_audio(dst, enhanced, rate, subtype=_output_subtype(info, dst))
+            enhance_file(model, src, dst, **chunk_options)
             result.written.append(dst)
         except AudioError as err:
             result.failed.append((src, str(err)))
     return result
 
 
-def _output_subtype(info, dst: Path) -> str | None:
-    """Keep the input's sample format when the output container supports it."""
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(dst.suffix.lower(), "WAV")
-    return info.subtype if sf.check_format(fmt, info.subtype) else None
+def _keep_subtype(subtype: str, dst: Path) -> str | None:
+    """The input's sample format when the output container supports it, else None."""
+    fmt, _ = output_format(dst)
+    return subtype if sf.check_format(fmt, subtype) else None

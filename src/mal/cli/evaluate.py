@@ -41,11 +41,11 @@ def add_parser(subparsers) -> None:
 
 
 def check_output(out_dir: Path, inputs: list[str | None]) -> None:
-    """Refuse an output folder that is (or holds) one of the input folders."""
+    """Refuse an output folder that is, holds, or lies inside one of the input folders."""
     resolved = out_dir.resolve()
     for folder in filter(None, inputs):
         src = Path(folder).resolve()
-        if resolved == src or resolved in src.parents:
+        if resolved == src or resolved in src.parents or src in resolved.parents:
             raise ValueError(f"output folder {out_dir} would overwrite input folder {folder}")
 
 
@@ -108,12 +108,14 @@ def enhance_folder(model_path: str, noisy: str, out_dir: Path) -> list[str]:
     """Enhance every file of ``noisy`` into ``out_dir`` (kept if newer than input and model); errors."""
     from mal.audio import AudioError, list_audio, read_audio, write_audio
     from mal.enhance import enhance_array, load_model
+    from mal.io import remove_stale_parts
 
     model = load_model(model_path)
     model_mtime = Path(model_path).stat().st_mtime
     errors = []
     for src in list_audio(noisy):
         dst = out_dir / f"{src.stem}.wav"
+        remove_stale_parts(dst)  # left by a killed run (hidden, never scored)
         if dst.exists() and dst.stat().st_mtime > max(src.stat().st_mtime, model_mtime):
             continue
         try:

@@ -107,10 +107,10 @@ def _import_reason(module: str) -> str | None:
 
 def pair_jobs(system: str, folder: str | os.PathLike, clean: str | os.PathLike | None) -> tuple[list[Job], list[str]]:
     """Jobs for every audio file in ``folder`` (paired by stem with ``clean``), and warnings."""
-    files = list_audio(folder)
+    files = _some_audio(folder)
     if clean is None:
         return [Job(system, str(p)) for p in files], []
-    references = {p.stem: p for p in list_audio(clean)}
+    references = {p.stem: p for p in _some_audio(clean)}
     jobs, unmatched = [], []
     for p in files:
         ref = references.get(p.stem)
@@ -121,6 +121,14 @@ def pair_jobs(system: str, folder: str | os.PathLike, clean: str | os.PathLike |
     warnings = [f"{system}: {len(unmatched)} file(s) without a clean reference skipped: {', '.join(unmatched[:5])}"
                 + (" ..." if len(unmatched) > 5 else "")] if unmatched else []
     return jobs, warnings
+
+
+def _some_audio(folder: str | os.PathLike) -> list[Path]:
+    """The audio files of ``folder``; an empty folder is an error (else it scores as 0 files, exit 0)."""
+    files = list_audio(folder)
+    if not files:
+        raise AudioError(f"{folder}: directory contains no audio files (.wav, .flac, .ogg)")
+    return files
 
 
 def _load_pair(job: Job, level_align: str) -> tuple[np.ndarray, np.ndarray | None, int, dict]:
@@ -183,11 +191,38 @@ def compute_group(group: str, processed: np.ndarray, reference: np.ndarray | Non
     raise ValueError(f"unknown metric group {group}")
 
 
+# Shortest signal each group is defined on (seconds): PESQ refuses < 0.25 s; STOI needs 30
+# frames of 25.6 ms at a 12.8 ms hop and returns a meaningless 1e-5 below that; LSD needs one
+# 32-ms frame, MCD one 1024-sample frame (64 ms at 16 kHz).
+MIN_SECONDS = {"pesq": 0.25, "composite": 0.25, "stoi": 0.4, "estoi": 0.4, "lsd": 0.032}
+MIN_SAMPLES = {"mcd": 1024}
+
+
+def _undefined_reason(group: str, processed: np.ndarray, reference: np.ndarray | None, rate: int) -> str | None:
+    """Why ``group`` has no value for this pair (too short, silent reference), or None."""
+    seconds = len(processed) / rate
+    if seconds < MIN_SECONDS.get(group, 0.0) or len(processed) < MIN_SAMPLES.get(group, 0):
+        need = max(MIN_SECONDS.get(group, 0.0), MIN_SAMPLES.get(group, 0) / rate)
+        return f"{group} undefined: {seconds:.3f} s file, needs {need:.3f} s"
+    if reference is not None and group in INTRUSIVE_GROUPS:
+        # against or of a constant signal the intrusive metrics are 0/0 (SI-SDR comes out as 0 dB,
+        # PESQ fails inside the library): say so instead
+        for name, signal in (("clean reference", reference), ("processed file", processed)):
+            if np.ptp(signal) == 0:
+                return f"{group} undefined: the {name} is silent"
+    return None
+
+
 def score_job(job: Job, groups: tuple[str, ...], options: ScoreOptions) -> dict:
     """Scores of ``groups`` for one job: ``{group: values}`` plus ``_info``; raises AudioError."""
     processed, reference, rate, info = _load_pair(job, options.level_align)
     out: dict = {INFO_GROUP: info, FAILURES: {}}
     for group in groups:
+        reason = _undefined_reason(group, processed, reference, rate)
+        if reason:  # NaN with a note saying why, rather than a library's cryptic error or a fake value
+            out[group] = {name: math.nan for name in GROUPS[group]}
+            out[FAILURES][group] = reason
+            continue
         try:
             out[group] = compute_group(group, processed, reference, rate, options)
         except AudioError:

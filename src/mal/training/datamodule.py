@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
+from mal.audio import AudioError, check_audio_file
 from mal.config import ConfigError, data_root
 from mal.data import (
     MixtureDataset,
@@ -40,16 +41,32 @@ def make_split(cfg: dict) -> dict[str, dict[str, list[Path]]]:
     if split_path.is_file():
         return _nest(read_split(split_path, root))
     fractions = cfg["data"]["split_fractions"]
-    speech = collect_audio(resolve_dirs(cfg, "speech_dirs"))
-    noise = collect_audio(resolve_dirs(cfg, "noise_dirs"))
+    speech_dirs, noise_dirs = resolve_dirs(cfg, "speech_dirs"), resolve_dirs(cfg, "noise_dirs")
+    speech, noise = collect_audio(speech_dirs), collect_audio(noise_dirs)
     if not speech:
-        raise ConfigError("data.speech_dirs: no audio files found")
+        raise ConfigError(f"data.speech_dirs: no audio files found in {', '.join(map(str, speech_dirs)) or '(no folders)'}")
     if not noise:
-        raise ConfigError("data.noise_dirs: no audio files found")
+        raise ConfigError(f"data.noise_dirs: no audio files found in {', '.join(map(str, noise_dirs)) or '(no folders)'}")
     flat = {f"speech/{part}": files for part, files in split_by_speaker(speech, fractions, seed=cfg["seed"]).items()}
     flat.update({f"noise/{part}": files for part, files in split_files(noise, fractions, seed=cfg["seed"]).items()})
     write_split(split_path, flat, root)
     return _nest(read_split(split_path, root))
+
+
+def check_files(files: list[Path], key: str) -> None:
+    """Fail before training, in one line naming the files, when some cannot be used.
+
+    Without this a corrupt file would stop the run mid-epoch, when a mixture first draws it.
+    """
+    problems = []
+    for path in files:
+        try:
+            check_audio_file(path)
+        except AudioError as err:
+            problems.append(str(err))
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise AudioError(f"data.{key}: {len(problems)} unusable audio file(s): " + "; ".join(problems[:3]) + more)
 
 
 def _nest(flat: dict[str, list[Path]]) -> dict[str, dict[str, list[Path]]]:
@@ -75,11 +92,14 @@ class EnhancementData(L.LightningDataModule):
         cfg, d = self.config, self.config["data"]
         if d["train_pairs"]:
             pairs = find_pairs_in(Path(d["train_pairs"]))
+            check_files([p for pair in pairs for p in (pair.clean, pair.noisy)], "train_pairs")
             n_val = max(1, len(pairs) // 10)
             self.train_set = PairedDataset(pairs[n_val:], d["sample_rate"], d["segment_seconds"], seed=cfg["seed"])
             self.val_set = PairedDataset(pairs[:n_val], d["sample_rate"], d["segment_seconds"], seed=cfg["seed"] + 1)
             return
         split = make_split(cfg)
+        for kind in ("speech", "noise"):  # every part: a bad test file would fail the evaluation later
+            check_files([p for files in split[kind].values() for p in files], f"{kind}_dirs")
         common = dict(sample_rate=d["sample_rate"], segment_seconds=d["segment_seconds"], snr_range_db=tuple(d["snr_range_db"]))
         self.train_set = MixtureDataset(split["speech"]["train"], split["noise"]["train"], epoch_size=d["train_size"], seed=cfg["seed"], **common)
         self.val_set = MixtureDataset(split["speech"]["val"], split["noise"]["val"], epoch_size=d["val_size"], seed=cfg["seed"] + 10_000, fixed=True, **common)

@@ -4,20 +4,58 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mal.config import save_config
+from mal.io import atomic_path
 from mal.training.datamodule import EnhancementData
 from mal.training.task import EnhancementTask, check_variant
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a hidden temporary file beside the target, then renamed over it.
+
+    Lightning's own save goes through an fsspec transaction whose temporary file lives in the
+    system temp folder: across file systems the final move is a copy, so a kill during it
+    leaves a truncated ``last.ckpt`` (and the temporary file behind). ``os.replace`` in the
+    same folder is atomic: a reader sees the old checkpoint or the new one, never a mix.
+    Checkpoints holding non-finite weights are refused, so a diverged run never replaces
+    the last good one.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        bad = [k for k, v in checkpoint.get("state_dict", {}).items()
+               if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise RuntimeError(f"{path}: not written, non-finite weights in {bad[0]} ({len(bad)} tensor(s))")
+        with atomic_path(path, fsync=True) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def _remove_stale_parts(ckpt_dir: Path) -> None:
+    """Temporary checkpoint files left by a run killed while saving (never read: drop them)."""
+    if _is_main_process():
+        for part in ckpt_dir.glob(".*.ckpt.*.part"):
+            part.unlink(missing_ok=True)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
 def _trainer(cfg: dict) -> L.Trainer:
     t, out = cfg["trainer"], Path(cfg["output_dir"])
     ckpt_dir = out / "checkpoints"
+    _remove_stale_parts(ckpt_dir)
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor=cfg["finetune"]["select_by"], mode=cfg["finetune"]["select_mode"],
         save_top_k=1, save_last=True, enable_version_counter=False,
@@ -36,6 +74,7 @@ def _trainer(cfg: dict) -> L.Trainer:
         limit_val_batches=t["limit_val_batches"],
         gradient_clip_val=cfg["optim"]["grad_clip"] or None,
         callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        plugins=[AtomicCheckpointIO()],
         logger=CSVLogger(out, name="", version=""),
         enable_progress_bar=t["progress_bar"],
         reload_dataloaders_every_n_epochs=1,
@@ -48,7 +87,10 @@ def _prepare(cfg: dict) -> None:
     if cfg["trainer"]["threads"]:
         torch.set_num_threads(int(cfg["trainer"]["threads"]))
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
+
+
+def _save_config(cfg: dict) -> None:
+    if _is_main_process():
         save_config(cfg, Path(cfg["output_dir"]) / "config.yaml")
 
 
@@ -66,8 +108,9 @@ def train(cfg: dict, resume: bool = False) -> Path:
     check_variant(cfg["finetune"]["variant"])
     data = EnhancementData(cfg)
     data.setup()  # fail on bad data paths before the model is built
+    _prepare(cfg)  # seeds first: the initial weights must depend on cfg["seed"] only
     task = EnhancementTask(cfg)
-    _prepare(cfg)
+    _save_config(cfg)
     _trainer(cfg).fit(task, datamodule=data, ckpt_path=_resume_path(cfg, resume))
     return Path(cfg["output_dir"]) / "checkpoints"
 
@@ -87,10 +130,11 @@ def finetune(cfg: dict, stage1: str | os.PathLike, resume: bool = False) -> Path
         raise ValueError(f"{stage1}: not a mal training checkpoint")
     data = EnhancementData(cfg)
     data.setup()
+    _prepare(cfg)  # seeds first, as in train()
     task = EnhancementTask(cfg, model_spec=ckpt["hyper_parameters"]["model_spec"])
     model_state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     task.model.load_state_dict(model_state)
     task.take_snapshot()  # MAL-encoder = the stage-1 encoder
-    _prepare(cfg)
+    _save_config(cfg)
     _trainer(cfg).fit(task, datamodule=data, ckpt_path=_resume_path(cfg, resume))
     return Path(cfg["output_dir"]) / "checkpoints"
