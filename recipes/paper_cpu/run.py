@@ -101,7 +101,8 @@ def main() -> None:
     s = args.scale
     stage1_epochs, ft_epochs = max(1, round(20 * s)), max(1, round(6 * s))
     stage1_size, ft_size = max(32, round(1200 * min(1.0, s))), max(32, round(800 * min(1.0, s)))
-    n_in, n_consistency, iterations = max(8, round(48 * s)), max(2, round(4 * s)), max(5, round(150 * min(s, 1.0)))
+    n_in, n_consistency = max(8, round(48 * s)), max(2, round(4 * s))
+    iterations = 150 if s >= 0.5 else max(5, round(300 * s))  # the paper's 150 passes
     started = time.time()
     logs = work / "logs"
 
