@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mal.config import save_config
@@ -52,6 +54,25 @@ def _is_main_process() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        # Lightning deletes metrics.csv here; a resumed run appends to it, under its header.
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(next(csv.reader(file), []))
+
+
+class AppendingCSVLogger(CSVLogger):
+    """CSVLogger that keeps ``metrics.csv`` across ``--resume`` (Lightning's deletes it)."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
 def _trainer(cfg: dict) -> L.Trainer:
     t, out = cfg["trainer"], Path(cfg["output_dir"])
     ckpt_dir = out / "checkpoints"
@@ -75,7 +96,7 @@ def _trainer(cfg: dict) -> L.Trainer:
         gradient_clip_val=cfg["optim"]["grad_clip"] or None,
         callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
         plugins=[AtomicCheckpointIO()],
-        logger=CSVLogger(out, name="", version=""),
+        logger=AppendingCSVLogger(out, name="", version=""),
         enable_progress_bar=t["progress_bar"],
         reload_dataloaders_every_n_epochs=1,
         num_sanity_val_steps=0,
