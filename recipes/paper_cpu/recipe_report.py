@@ -66,7 +66,8 @@ def claims(summaries: dict[str, dict], systems: list[str]) -> list[tuple[str, st
                 if d is None:
                     continue
                 mean, lo, hi, p = d
-                verdict = "better" if lo > 0 else "worse" if hi < 0 else "no significant difference"
+                significant = math.isfinite(p) and p < 0.05
+                verdict = "no significant difference" if not significant else "better" if mean > 0 else "worse"
                 parts.append(f"{SHORT[test_set]}: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}], p_adj={p:.3g} ({verdict})")
             if parts:
                 rows.append((f"{variant} beats baseline-continued on {metric}", "; ".join(parts)))
