@@ -20,7 +20,6 @@ Steps (each skipped when its output exists, so an interrupted run resumes):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
