@@ -42,3 +42,13 @@ def test_shipped_configs_are_valid():
     assert len(configs) >= 8
     for path in configs:
         load_config(path)
+
+
+def test_every_command_prints_help(capsys):
+    from mal.cli import COMMANDS, main
+
+    for command in [None, *COMMANDS]:
+        with pytest.raises(SystemExit) as done:
+            main(["--help"] if command is None else [command, "--help"])
+        assert done.value.code == 0
+    assert "usage: mal" in capsys.readouterr().out

@@ -16,7 +16,7 @@ from mal.cli.evaluate import add_scoring_args, check_output, finish, print_summa
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("compare", help="compare systems: table with 95% CIs, significance, report",
+    p = subparsers.add_parser("compare", help="compare systems: table with 95%% CIs, significance, report",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clean", help="clean reference folder (without it only non-intrusive metrics run)")
     p.add_argument("--systems", nargs="+", required=True, metavar="NAME=DIR", help="systems to compare")
