@@ -84,3 +84,19 @@ def real_stage1(shared_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("real_stage1")
     assert main(["train", "-o", str(out), "--data", str(shared_data), *REAL_STAGE1, "trainer.max_epochs=3"]) == 0
     return out / "checkpoints" / "last.ckpt"
+
+
+def eval_model(preset: str, seed: int = 0):
+    """A DFNet in eval mode whose BatchNorms have random running stats and affine weights
+    (so streaming/export tests exercise non-trivial eval-mode normalisation)."""
+    from mal.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model({"preset": preset})
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.3, 0.3)
+    return model.eval()

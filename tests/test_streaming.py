@@ -12,20 +12,9 @@ from mal.models import DFNet, build_model
 from mal.models.dfnet import DFNetEncoder
 from mal.streaming import DFNetStream, StreamingDFNet, enhance_streaming, run_stream
 
+from conftest import eval_model  # noqa: E402
+
 TOL = 1e-4
-
-
-def eval_model(preset: str, seed: int = 0) -> DFNet:
-    """A model in eval mode whose BatchNorms have random running stats and affine weights."""
-    torch.manual_seed(seed)
-    model = build_model({"preset": preset})
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.3, 0.3)
-    return model.eval()
 
 
 def speech_like(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
