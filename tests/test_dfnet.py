@@ -56,3 +56,39 @@ def test_dfnet_48k_has_the_papers_size():
     assert abs(count_parameters(model) - 2.31e6) / 2.31e6 < 0.10
     assert count_parameters(DFNet(dfnet_48k())) == count_parameters(model)
     assert (model.cfg.sample_rate, model.cfg.n_fft, model.cfg.hop, model.cfg.lookahead) == (48000, 960, 480, 2)
+
+
+def test_bound_taps_caps_the_sum_of_tap_magnitudes_and_keeps_small_filters():
+    from mal.models.dfnet import bound_taps
+
+    torch.manual_seed(0)
+    big = 3 * torch.randn(4, 7, 5, 2)
+    bounded = bound_taps(big)
+    assert torch.all(bounded.square().sum(-1).sqrt().sum(-1) <= 1 + 1e-5)
+    # the direction of each bin's filter is kept: a positive rescaling per bin
+    ratio = bounded / big
+    assert torch.allclose(ratio, ratio[..., :1, :1].expand_as(ratio), atol=1e-6)
+    small_filter = 0.1 * torch.rand(4, 7, 5, 2)
+    assert torch.equal(bound_taps(small_filter), small_filter)
+
+
+def test_gain_bound_stops_the_deep_filter_from_amplifying_a_stationary_tone():
+    """With large random deep-filter weights the plain filter boosts a tone; the bounded one cannot."""
+    import math
+
+    def model(bound: bool) -> DFNet:
+        torch.manual_seed(3)
+        m = DFNet(DFNetConfig(conv_ch=16, emb_dim=32, df_hidden=32, df_gain_bound=bound))
+        torch.nn.init.normal_(m.df_decoder.out[0].weight, std=2.0)  # taps far from the identity
+        return m.eval()
+
+    t = torch.arange(16000) / 16000
+    tone = 0.1 * torch.sin(2 * math.pi * 500 * t)  # inside the deep-filter band (< 3.2 kHz)
+    middle = slice(4000, 12000)
+    gains = {}
+    for bound in (False, True):
+        with torch.no_grad():
+            out = model(bound)(tone[None])[0]
+        gains[bound] = float(out[middle].square().mean() / tone[middle].square().mean())
+    assert gains[False] > 1.5, gains  # the unbounded filter amplifies here
+    assert gains[True] <= 1.0 + 1e-3, gains

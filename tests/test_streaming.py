@@ -138,3 +138,11 @@ def test_stream_reuses_the_model_weights(model16):
     step = StreamingDFNet(model16)
     own = {id(p) for p in model16.parameters()}
     assert {id(p) for p in step.parameters()} == own
+
+
+def test_streaming_equals_offline_with_the_deep_filter_gain_bound(signal16):
+    torch.manual_seed(2)
+    model = build_model({"preset": "dfnet_16k", "df_gain_bound": True}).eval()
+    torch.nn.init.normal_(model.df_decoder.out[0].weight, std=0.5)  # make the bound bite
+    reference = offline(model, signal16)
+    assert np.abs(enhance_streaming(model, signal16) - reference).max() < TOL

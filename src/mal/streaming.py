@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mal.models.dfnet import DFNet
+from mal.models.dfnet import DFNet, bound_taps
 from mal.models.layers import GroupedGRU, GroupedLinear
 
 STATE_NAMES = (
@@ -232,6 +232,8 @@ class StreamingDFNet(nn.Module):
         coefs = linear_stack(dec.out, x).view(-1, cfg.n_df, 2 * cfg.df_order)
         coefs = coefs + dec.convp(c0).permute(0, 2, 3, 1)[:, 0]
         coefs = coefs.view(-1, cfg.n_df, cfg.df_order, 2) + dec.identity_tap
+        if cfg.df_gain_bound:
+            coefs = bound_taps(coefs)
         # Tap k of the buffer (X[t-(order-1-la)+k]) takes coefficient order-1-k.
         coefs = coefs.flip(2).transpose(1, 2)
         return coefs[..., 0], coefs[..., 1], h

@@ -39,6 +39,10 @@ class DFNetConfig:
     gru_groups: int = 1
     lin_groups: int = 1
     norm_tau: float = 1.0
+    # Beyond DeepFilterNet: scale each bin's taps so that sum_i |C_i| <= 1. The filter then
+    # cannot make a bin louder than the loudest of the frames it reads, so a stationary
+    # harmonic cannot grow when output is enhanced again (off: the paper's model).
+    df_gain_bound: bool = False
 
     def __post_init__(self):
         if self.n_erb % 8:
@@ -158,7 +162,15 @@ class DfDecoder(nn.Module):
         # decoder passes the low band through instead of scrambling its phase, which makes
         # early training far faster on CPU budgets. Our choice, not DeepFilterNet's.
         coefs = coefs + self.identity_tap
+        if self.cfg.df_gain_bound:
+            coefs = bound_taps(coefs)
         return torch.view_as_complex(coefs.contiguous())
+
+
+def bound_taps(coefs: Tensor) -> Tensor:
+    """Taps (..., order, 2) (real, imag) scaled so that sum over taps of |C_i| <= 1 per bin."""
+    total = coefs.square().sum(-1).add(1e-12).sqrt().sum(-1, keepdim=True)  # (..., 1)
+    return coefs / total.clamp(min=1.0).unsqueeze(-1)
 
 
 def deep_filter(spec: Tensor, coefs: Tensor, lookahead: int) -> Tensor:
