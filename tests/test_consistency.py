@@ -64,3 +64,20 @@ def test_consistency_cli_identity(tmp_path, shared_data):
     rows = list(csv.DictReader((out / "curves.csv").open()))
     assert len(rows) == 3 and len({r["HNR_mean"] for r in rows}) == 1
     assert (out / "consistency.json").exists()
+
+
+def test_a_diverging_model_is_reported_per_file_and_pass_not_as_a_bad_file(tmp_path):
+    for i in range(2):
+        sf.write(tmp_path / f"in{i}.wav", _vowel(f0=120 + 30 * i), 16000)
+    inputs = sorted(tmp_path.glob("*.wav"))
+
+    def explode(x, rate):  # x1e10 per pass: float32 overflows to inf on pass 4
+        return (x.astype(np.float64) * 1e10).astype(np.float32)
+
+    result = run_consistency({"identity": lambda x, sr: x, "explode": explode}, inputs, iterations=6,
+                             out_dir=tmp_path / "out", metrics=("hnr",), spectrogram_passes=(1,), progress=False)
+    assert result.errors == []  # every file was readable
+    assert result.diverged == {"explode": {str(p): 4 for p in inputs}}
+    hnr = result.curves["explode"]["HNR"]
+    assert all(np.isfinite(hnr[:4])) and all(np.isnan(hnr[4:]))
+    assert all(np.isfinite(result.curves["identity"]["HNR"]))

@@ -46,9 +46,20 @@ PEERS = {  # published outputs in ../shared/data (only some files of each set)
 }
 
 
+def relative(arg: str) -> str:
+    """An absolute path under the repository's parent folder (the repo, ../shared), alone or
+    after ``NAME=``, rewritten relative to the repository, where :func:`sh` runs: the reports
+    the commands write then name no machine's folders."""
+    prefix, sep, value = arg.partition("=") if "=" in arg else ("", "", arg)
+    if os.path.isabs(value) and Path(value).resolve().is_relative_to(REPO.parent.resolve()):
+        value = os.path.relpath(value, REPO)
+    return prefix + sep + value
+
+
 def sh(args: list[str], log: Path, ok: tuple[int, ...] = (0,)) -> None:
-    """Run ``mal ARGS`` (this interpreter), appending output to ``log``; stop on failure."""
+    """Run ``mal ARGS`` (this interpreter) in the repository, appending output to ``log``; stop on failure."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    args = [relative(a) for a in args]
     cmd = [sys.executable, "-m", "mal", *args]
     print(f"[{time.strftime('%H:%M:%S')}] mal {' '.join(args[:3])} ...", flush=True)
     with open(log, "a") as out:

@@ -12,7 +12,7 @@ import io
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +54,14 @@ def hnr_unavailable() -> str | None:
 
 @dataclass
 class ConsistencyResult:
-    """Mean curves ``{model: {metric: [value per iteration 0..N]}}``; unreadable/diverged files."""
+    """Mean curves ``{model: {metric: [value per iteration 0..N]}}``; unreadable files
+    (``errors``) and ``{model: {file: pass}}`` where a model's output stopped being finite."""
 
     curves: dict[str, dict[str, list[float]]]
     errors: list[str]
     csv_path: Path
     figures: list[Path]
+    diverged: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _scorers(metrics: tuple[str, ...], nisqa_weights: str | None) -> dict[str, Callable[[np.ndarray, int], float]]:
@@ -95,6 +97,7 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
     out_dir.mkdir(parents=True, exist_ok=True)
     scorers = _scorers(metrics, nisqa_weights)
     signals, errors = [], []
+    diverged: dict[str, dict[str, int]] = {}
     for path in inputs:
         try:
             signals.append((path, *read_audio(path)))
@@ -117,7 +120,7 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
                     if len(x) != len(samples):
                         raise RuntimeError(f"model {name} changed the length ({len(samples)} -> {len(x)})")
                     if not np.isfinite(x).all():  # diverged: later passes stay NaN
-                        errors.append(f"{signals[f][0]}: {name} output not finite after {it} passes")
+                        diverged.setdefault(name, {})[str(signals[f][0])] = it
                         bar.update(iterations + 1 - it)
                         break
                 for k, score in enumerate(scorers.values()):
@@ -143,7 +146,7 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
     write_text_atomic(csv_path, buffer.getvalue())
     figures = [_plot_curves(out_dir / "curves.png", curves)]
     figures.append(_plot_spectrograms(out_dir / "spectrograms.png", snapshots, signals[0][2], signals[0][0].name))
-    return ConsistencyResult(curves, errors, csv_path, figures)
+    return ConsistencyResult(curves, errors, csv_path, figures, diverged)
 
 
 def _plot_curves(path: Path, curves: dict[str, dict[str, list[float]]]) -> Path:

@@ -71,14 +71,15 @@ def run(args) -> int:
                                           "input": str(args.input), "files": len(inputs) - len(result.errors),
                                           "iterations": args.iterations, "metrics": list(metrics),
                                           "skipped_metrics": skipped, "bad_files": result.errors,
+                                          "diverged_at_pass": result.diverged,
                                           "harmonicity": "HNR, Praat autocorrelation method, mean over voiced frames (dB)"})
     print(f"wrote {result.csv_path} and {', '.join(str(f) for f in result.figures)}")
-    if result.errors:
-        print(f"mal: {len(result.errors)} problem(s) (unreadable file or diverged model):", file=sys.stderr)
-        for message in result.errors:
-            print(f"  {message}", file=sys.stderr)
-        return 1
-    return 0
+    for message in result.errors:
+        print(f"mal: skipped {message}", file=sys.stderr)
+    for name, files in result.diverged.items():
+        print(f"mal: {name}: output not finite after {', '.join(f'{p} passes ({Path(f).name})' for f, p in files.items())}",
+              file=sys.stderr)
+    return 1 if result.errors or result.diverged else 0
 
 
 def model_functions(checkpoints: list[str], identity: bool) -> dict:
