@@ -3,7 +3,7 @@
     python recipes/df_gain_bound/run.py            # about 25 min on 2 cores
     python recipes/df_gain_bound/run.py --epochs 4
 
-In the paper_cpu run every model's output diverged after 20-25 self-enhancement passes: the
+In the paper_cpu run every model's output diverged after 16-23 self-enhancement passes: the
 deep filter raises the power of the band it filters (below 3.2 kHz at 16 kHz) a little on
 every pass. This recipe trains the paper_cpu stage-1 model twice, identical (data, split,
 seed, steps) except ``model.df_gain_bound``, then, on held-out speakers and noises:
