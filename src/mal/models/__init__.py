@@ -9,14 +9,20 @@ from __future__ import annotations
 from dataclasses import fields
 
 from mal.models.base import EnhancementModel, Encoding, count_macs, count_parameters
+from mal.models.deepfilternet import DeepFilterNet, DeepFilterNetConfig, deepfilternet2, deepfilternet3
 from mal.models.demucs import Demucs, DemucsConfig
 from mal.models.dfnet import DFNet, DFNetConfig, dfnet_48k
 
-MODELS: dict[str, tuple[type, type]] = {"dfnet": (DFNet, DFNetConfig), "demucs": (Demucs, DemucsConfig)}
+MODELS: dict[str, tuple[type, type]] = {
+    "dfnet": (DFNet, DFNetConfig), "demucs": (Demucs, DemucsConfig), "deepfilternet": (DeepFilterNet, DeepFilterNetConfig),
+}
 PRESETS = {
     "dfnet_16k": ("dfnet", DFNetConfig),
     "dfnet_48k": ("dfnet", dfnet_48k),
     "demucs_16k": ("demucs", DemucsConfig),
+    # The public models' architectures (random weights; `--model deepfilternet3` loads the released ones).
+    "deepfilternet2_arch": ("deepfilternet", deepfilternet2),
+    "deepfilternet3_arch": ("deepfilternet", deepfilternet3),
 }
 
 
@@ -58,6 +64,6 @@ def model_spec(model: EnhancementModel) -> dict:
 
 
 __all__ = [
-    "DFNet", "DFNetConfig", "Demucs", "DemucsConfig", "EnhancementModel", "PRESETS", "Encoding", "build_model", "count_macs",
+    "DFNet", "DFNetConfig", "DeepFilterNet", "DeepFilterNetConfig", "Demucs", "DemucsConfig", "EnhancementModel", "PRESETS", "Encoding", "build_model", "count_macs",
     "count_parameters", "dfnet_48k", "model_spec", "register_model",
 ]

@@ -56,20 +56,20 @@ class FreqUpConv2d(nn.Sequential):
 class GroupedLinear(nn.Module):
     """Linear layer applied independently to ``groups`` slices of the last dimension."""
 
-    def __init__(self, in_dim: int, out_dim: int, groups: int = 1):
+    def __init__(self, in_dim: int, out_dim: int, groups: int = 1, bias: bool = True):
         super().__init__()
         if in_dim % groups or out_dim % groups:
             raise ValueError(f"dimensions {in_dim}->{out_dim} not divisible by {groups} groups")
         self.groups = groups
         bound = 1 / math.sqrt(in_dim // groups)
         self.weight = nn.Parameter(torch.empty(groups, in_dim // groups, out_dim // groups).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.zeros(out_dim))
+        self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape[:-1]
         x = x.reshape(*shape, self.groups, -1)
-        y = torch.einsum("...gi,gio->...go", x, self.weight)
-        return y.reshape(*shape, -1) + self.bias
+        y = torch.einsum("...gi,gio->...go", x, self.weight).reshape(*shape, -1)
+        return y if self.bias is None else y + self.bias
 
 
 class GroupedGRU(nn.Module):
