@@ -140,8 +140,12 @@ def _save_figure(fig, path: Path) -> None:
 
 
 def write_report(out_dir: str | os.PathLike, summary: dict, comparisons: dict, columns: list[str],
-                 systems: list[str], reference: str, title: str = "Speech enhancement evaluation") -> tuple[Path, Path]:
-    """Write report.md and report.html (with PNG charts) into ``out_dir``; return both paths."""
+                 systems: list[str], reference: str, title: str = "Speech enhancement evaluation",
+                 listening_page: str | None = None) -> tuple[Path, Path]:
+    """Write report.md and report.html (with PNG charts) into ``out_dir``; return both paths.
+
+    ``listening_page``: the listening report's file name in ``out_dir``, linked from both.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = bar_charts(out_dir, summary, columns, systems)
@@ -153,7 +157,9 @@ def write_report(out_dir: str | os.PathLike, summary: dict, comparisons: dict, c
               f"▲/▼: significantly better/worse than **{reference}** (p < {ALPHA} after adjustment); "
               f"test: {SIGNIFICANCE_METHOD}; paired on the files both systems have.")
 
-    md = [f"# {title}", "", legend, "", _markdown_table(header, body), ""]
+    link = (f"Listen, sort and drill down per file: [{listening_page}]({listening_page}) "
+            "(audio, spectrograms, per-file tables; open it in a browser)." if listening_page else "")
+    md = [f"# {title}", "", *([link, ""] if link else []), legend, "", _markdown_table(header, body), ""]
     if sig_rows:
         md += [f"## Paired comparison with {reference}", "", _markdown_table(sig_header, sig_rows), ""]
     if notes:
@@ -167,7 +173,10 @@ def write_report(out_dir: str | os.PathLike, summary: dict, comparisons: dict, c
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
              "img{margin:6px;border:1px solid #eee}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1><p>{legend_html}</p>", _html_table(header, body)]
+             f"<h1>{html.escape(title)}</h1>",
+             *([f"<p><a href='{html.escape(listening_page)}'>Listening report</a>: audio, spectrograms, "
+                "sortable per-file tables.</p>"] if listening_page else []),
+             f"<p>{legend_html}</p>", _html_table(header, body)]
     if sig_rows:
         parts += [f"<h2>Paired comparison with {html.escape(reference)}</h2>", _html_table(sig_header, sig_rows)]
     if notes:
