@@ -16,8 +16,8 @@ stereo.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,17 +27,18 @@ import soxr
 import torch
 
 from mal.audio import (
-    AUDIO_EXTENSIONS,
     AudioError,
     _short,
     needs_clipping,
     output_format,
     read_audio,
     resample,
-    write_audio,
+    soft_limit,
 )
-from mal.io import atomic_path, remove_stale_parts
+from mal.io import atomic_path
 from mal.models import EnhancementModel, build_model
+
+PUBLIC_MODELS = ("deepfilternet2", "deepfilternet3")  # names load_model resolves (mal.public_models)
 
 if TYPE_CHECKING:
     from mal.streaming import FrameStream
@@ -49,8 +50,13 @@ DEFAULT_MODEL = PRETRAINED_DIR / "default.ckpt"
 def load_model(path: str | os.PathLike | None = None, device: str = "cpu") -> EnhancementModel:
     """Load a model from a Lightning checkpoint or a slim model file (``save_model``).
 
-    ``None`` loads the default model shipped inside the package.
+    ``None`` loads the default model shipped inside the package; ``deepfilternet2`` /
+    ``deepfilternet3`` load the public DeepFilterNet weights (:mod:`mal.public_models`).
     """
+    if path is not None and str(path) in PUBLIC_MODELS and not Path(path).exists():
+        from mal.public_models import load_public
+
+        return load_public(str(path)).to(check_device(device)).eval()
     if path is None:
         if not DEFAULT_MODEL.is_file():
             raise FileNotFoundError("no default model is shipped in this build: pass --model CKPT")
@@ -65,7 +71,24 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu") -> En
     spec, state = _spec_and_state(ckpt, path)
     model = build_model(spec)
     model.load_state_dict(state)
-    return model.to(device).eval()
+    return model.to(check_device(device)).eval()
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device; a one-line error when it is malformed or not on this machine."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"--device {device}: not a torch device ({_short(err)}); use e.g. cpu or cuda:0") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                             f"CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
+    return parsed
 
 
 def _spec_and_state(ckpt: object, path: Path) -> tuple[dict, dict]:
@@ -79,12 +102,12 @@ def _spec_and_state(ckpt: object, path: Path) -> tuple[dict, dict]:
     raise ValueError(f"{path}: not a mal checkpoint (no model_spec)")
 
 
-def save_model(model: EnhancementModel, path: str | os.PathLike) -> None:
-    """Write a slim, portable model file (architecture + weights), atomically."""
+def save_model(model: EnhancementModel, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write a slim, portable model file (architecture + weights + ``metadata``), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
-    torch.save({"model_spec": model.config_dict(), "state_dict": model.state_dict()}, tmp)
+    torch.save({"model_spec": model.config_dict(), "state_dict": model.state_dict(), "metadata": metadata or {}}, tmp)
     os.replace(tmp, path)
 
 
@@ -244,13 +267,25 @@ def enhance_file(
     subtype: str | None = None,
     block_seconds: float = 10.0,
     **chunk_options,
-) -> None:
+) -> int:
     """Enhance one file into ``dst`` (written atomically) with the same rate, length and channels.
 
     The sample format is the input's where ``dst``'s container supports it (else ``subtype``
-    or the container's default). Raises :class:`AudioError` (one line, naming ``src``) for an
-    unreadable, empty or non-finite input; nothing is left at ``dst`` then.
+    or the container's default). Formats that clip (PCM) get peaks above 0.9 soft-limited
+    (:func:`mal.audio.soft_limit`) instead of clipped. Returns the number of samples that
+    were above full scale. Raises :class:`AudioError` (one line, naming ``src``) for an
+    unreadable, empty or non-finite input or an output that cannot be written; nothing is
+    left at ``dst`` then.
     """
+    try:
+        return _enhance_file(model, src, dst, subtype, block_seconds, **chunk_options)
+    except (OSError, RuntimeError) as err:  # libsndfile errors are RuntimeErrors naming the hidden .part file
+        # the user's file names, not our hidden temporary file
+        reason = re.sub(r"\s*'[^']*\.part'\s*:?", "", _short(err)).strip(" :")
+        raise AudioError(f"{src}: cannot write {dst} ({reason})") from None
+
+
+def _enhance_file(model, src, dst, subtype: str | None, block_seconds: float, **chunk_options) -> int:
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise AudioError(f"{src}: file not found")
@@ -263,12 +298,15 @@ def enhance_file(
     with reader:
         rate, channels = reader.samplerate, reader.channels
         fmt, subtype = output_format(dst, _keep_subtype(reader.subtype, dst) or subtype)
+        clip = needs_clipping(subtype)
         if hasattr(model, "process"):  # frame streams keep one state: the whole file, channel by channel
             samples, _ = read_audio(src, mono=False)
             enhanced = enhance_array(model, samples if channels > 1 else samples[:, 0], rate)
-            write_audio(dst, enhanced, rate, subtype=subtype)
-            return
-        count = {"read": 0, "written": 0}
+            enhanced, over = soft_limit(enhanced) if clip else (enhanced, int(np.count_nonzero(np.abs(enhanced) > 1)))
+            with atomic_path(dst) as tmp:
+                sf.write(tmp, enhanced, rate, format=fmt, subtype=subtype)
+            return over
+        count = {"read": 0, "written": 0, "over": 0}
 
         def blocks() -> Iterator[np.ndarray]:
             while True:
@@ -283,90 +321,31 @@ def enhance_file(
                 count["read"] += len(block)
                 yield block
 
-        clip = needs_clipping(subtype)
         with atomic_path(dst) as tmp, sf.SoundFile(tmp, "w", rate, channels, subtype=subtype, format=fmt) as writer:
             for y in enhance_blocks(model, blocks(), rate, channels, **chunk_options):
                 y = y[: count["read"] - count["written"]]  # never more samples than were read
-                writer.write(np.clip(y, -1.0, 1.0) if clip else y)
+                if clip:
+                    y, over = soft_limit(y)
+                else:
+                    over = int(np.count_nonzero(np.abs(y) > 1.0))
+                writer.write(y)
                 count["written"] += len(y)
+                count["over"] += over
             if count["read"] == 0:
                 raise AudioError(f"{src}: file has no samples")
             if count["written"] < count["read"]:
                 writer.write(np.zeros((count["read"] - count["written"], channels), np.float32))
-
-
-@dataclass
-class BatchResult:
-    """What a batch job did: written outputs, skipped (already done) and failed inputs."""
-
-    written: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def expand_inputs(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
-    """(file, path relative to its input root) for files and folders (recursive)."""
-    items: list[tuple[Path, Path]] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-            if not found:
-                raise AudioError(f"{path}: directory contains no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-            items += [(p, p.relative_to(path)) for p in found]
-        else:
-            items.append((path, Path(path.name)))
-    return items
-
-
-def check_output_dir(out_dir: Path, inputs: list[str | os.PathLike], overwrite: bool) -> None:
-    """Refuse an output folder equal to or inside an input folder (unless ``overwrite``)."""
-    out = out_dir.resolve()
-    for raw in inputs:
-        src = Path(raw).resolve()
-        folder = src if src.is_dir() else src.parent
-        if (out == folder or folder in out.parents) and not overwrite and Path(raw).is_dir():
-            raise FileExistsError(f"{out_dir}: output folder is inside input folder {raw}; pass --overwrite to allow")
-
-
-def enhance_files(
-    model: EnhancementModel | FrameStream,
-    inputs: list[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    overwrite: bool = False,
-    progress: bool = True,
-    **chunk_options,
-) -> BatchResult:
-    """Enhance files and folders into ``out_dir`` keeping names, rates, lengths and channels.
-
-    Existing outputs are skipped (so an interrupted job resumes) unless ``overwrite``. Bad
-    inputs are recorded in ``failed`` and the job goes on.
-    """
-    from tqdm import tqdm
-
-    out_dir = Path(out_dir)
-    check_output_dir(out_dir, inputs, overwrite)
-    items = expand_inputs(inputs)
-    result = BatchResult()
-    for src, rel in tqdm(items, desc="enhance", unit="file", disable=not progress):
-        dst = out_dir / rel
-        if dst.resolve() == src.resolve():
-            result.failed.append((src, "output would overwrite the input"))
-            continue
-        # A run killed mid-file leaves only a hidden temporary file: delete it, redo that file.
-        remove_stale_parts(dst)
-        if dst.exists() and not overwrite:
-            result.skipped.append(src)
-            continue
-        try:
-            enhance_file(model, src, dst, **chunk_options)
-            result.written.append(dst)
-        except AudioError as err:
-            result.failed.append((src, str(err)))
-    return result
+    return count["over"]
 
 
 def _keep_subtype(subtype: str, dst: Path) -> str | None:
     """The input's sample format when the output container supports it, else None."""
     fmt, _ = output_format(dst)
     return subtype if sf.check_format(fmt, subtype) else None
+
+
+# The batch layer lives in mal.batch; these names stay importable from here.
+from mal.batch import BatchResult, check_output_dir, enhance_files, expand_inputs  # noqa: E402
+
+__all__ = ["BatchResult", "check_output_dir", "enhance_array", "enhance_blocks", "enhance_file", "enhance_files",
+           "expand_inputs", "load_model", "save_model"]

@@ -347,3 +347,12 @@ def enhance_streaming(model: DFNet, samples: np.ndarray | Tensor) -> np.ndarray:
     if isinstance(samples, Tensor):
         samples = samples.detach().cpu().numpy()
     return run_stream(DFNetStream(model), samples)
+
+
+def stream_for(model) -> FrameStream:
+    """The frame stream of ``model``: :class:`DFNetStream`, or the DeepFilterNet one (same API)."""
+    from mal.models.deepfilternet import DeepFilterNet, DeepFilterNetStream
+
+    if isinstance(model, DeepFilterNet):
+        return DeepFilterNetStream(model)
+    return DFNetStream(model)

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["train", "finetune", "enhance", "info", "evaluate", "compare", "consistency", "export", "demo"]
+COMMANDS = ["train", "finetune", "enhance", "info", "evaluate", "compare", "consistency", "export", "import_dfn", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -137,24 +137,27 @@ def train(cfg: dict, resume: bool = False) -> Path:
 
 
 def finetune(cfg: dict, stage1: str | os.PathLike, resume: bool = False) -> Path:
-    """Stage 2: continue from a stage-1 checkpoint with ``cfg['finetune']['variant']``.
+    """Stage 2: continue from a stage-1 model with ``cfg['finetune']['variant']``.
+
+    ``stage1`` is anything :func:`mal.enhance.load_model` takes: a checkpoint, a model file,
+    or a public model name (``deepfilternet3``).
 
     The MAL-encoder snapshot is taken from the stage-1 weights; on ``--resume`` Lightning
     restores the saved snapshot with the rest of the state, so the same loss continues.
     """
     check_variant(cfg["finetune"]["variant"])
-    stage1 = Path(stage1)
-    if not stage1.is_file():
-        raise FileNotFoundError(f"{stage1}: stage-1 checkpoint not found")
-    ckpt = torch.load(stage1, map_location="cpu", weights_only=False)
-    if "hyper_parameters" not in ckpt or "model_spec" not in ckpt["hyper_parameters"]:
-        raise ValueError(f"{stage1}: not a mal training checkpoint")
+    from mal.enhance import load_model  # the one loader: checkpoints, model files, public names
+
+    start = load_model(stage1)
+    if cfg["data"]["sample_rate"] != start.sample_rate:  # e.g. 16 kHz speech, a 48 kHz public model
+        print(f"finetune: mixing training audio at the model's rate, {start.sample_rate} Hz "
+              f"(data.sample_rate was {cfg['data']['sample_rate']})")
+        cfg = {**cfg, "data": {**cfg["data"], "sample_rate": start.sample_rate}}
     data = EnhancementData(cfg)
     data.setup()
     _prepare(cfg)  # seeds first, as in train()
-    task = EnhancementTask(cfg, model_spec=ckpt["hyper_parameters"]["model_spec"])
-    model_state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    task.model.load_state_dict(model_state)
+    task = EnhancementTask(cfg, model_spec=start.config_dict())
+    task.model.load_state_dict(start.state_dict())
     task.take_snapshot()  # MAL-encoder = the stage-1 encoder
     _save_config(cfg)
     _trainer(cfg).fit(task, datamodule=data, ckpt_path=_resume_path(cfg, resume))
