@@ -117,15 +117,59 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, 
         sf.write(tmp, samples, sample_rate, format=fmt, subtype=subtype)
 
 
+# Containers ``mal enhance`` reads by extension (libsndfile's), their format name and default sample format.
+CONTAINERS = {
+    ".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".oga": ("OGG", "VORBIS"),
+    ".opus": ("OGG", "OPUS"), ".mp3": ("MP3", "MPEG_LAYER_III"), ".aif": ("AIFF", "PCM_16"),
+    ".aiff": ("AIFF", "PCM_16"), ".au": ("AU", "PCM_16"), ".caf": ("CAF", "PCM_16"), ".w64": ("W64", "PCM_16"),
+    ".rf64": ("RF64", "PCM_16"),
+}
+FALLBACK_EXTENSION = ".flac"  # what an input whose container cannot be written is enhanced to
+
+
+def readable_extensions() -> tuple[str, ...]:
+    """Extensions of the containers this libsndfile build reads (mp3 needs libsndfile >= 1.1)."""
+    available = sf.available_formats()
+    return tuple(ext for ext, (fmt, _) in CONTAINERS.items() if fmt in available)
+
+
+def writable(path: Path) -> bool:
+    """Whether this libsndfile build can write ``path``'s container."""
+    fmt, subtype = CONTAINERS.get(path.suffix.lower(), (None, None))
+    return fmt is not None and sf.check_format(fmt, subtype)
+
+
 def output_format(path: Path, subtype: str | None = None) -> tuple[str, str]:
     """(soundfile format, subtype) for ``path``'s extension; a default subtype when None."""
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
-    return fmt, subtype or {"WAV": "FLOAT", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
+    fmt, default = CONTAINERS.get(path.suffix.lower(), ("WAV", "FLOAT"))
+    return fmt, subtype or default
 
 
 def needs_clipping(subtype: str) -> bool:
     """Whether ``subtype`` needs samples clipped to [-1, 1] first (companded ones, e.g. ULAW, wrap around)."""
     return subtype not in ("FLOAT", "DOUBLE", "VORBIS", "OPUS")
+
+
+LIMIT_KNEE = 0.9  # soft_limit leaves samples below this magnitude untouched
+
+
+def soft_limit(x: np.ndarray, knee: float = LIMIT_KNEE) -> tuple[np.ndarray, int]:
+    """Bend peaks above ``knee`` smoothly towards full scale so nothing clips; (samples, count over 1).
+
+    ``knee + (1 - knee) * tanh((|x| - knee) / (1 - knee))``: equal to ``x`` up to the knee, the
+    same slope there, and always below 1. It works sample by sample, so streamed output needs
+    no second pass; the count is of samples that plain clipping would have cut.
+    """
+    magnitude = np.abs(x)
+    over = magnitude > knee
+    count = int(np.count_nonzero(magnitude > 1.0))
+    if not over.any():
+        return x, count
+    y = x.copy()
+    span = 1.0 - knee
+    bent = knee + span * np.tanh((magnitude[over] - knee) / span)
+    y[over] = np.sign(x[over]) * np.minimum(bent, 1.0 - 2.0**-15)  # tanh rounds to 1 in float32 far out
+    return y, count
 
 
 def peak_normalize(x: np.ndarray, peak_db: float = -10.0) -> np.ndarray:

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import sqlite3
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -291,7 +290,7 @@ def _init_worker() -> None:
 def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path: str | os.PathLike | None = None,
              progress: bool = True) -> RunResult:
     """Score every job (cached groups are reused), in ``n_jobs`` processes; never raises per file."""
-    from tqdm import tqdm
+    from mal.progress import Progress
 
     cache = ScoreCache(cache_path)
     result = RunResult()
@@ -308,15 +307,14 @@ def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path
         if missing or have[INFO_GROUP] is None:
             todo.append((i, missing))
 
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="scoring", unit="file",
-               disable=None if progress else True, file=sys.stderr)
+    bar = Progress(len(jobs), "scoring", initial=len(jobs) - len(todo), quiet=not progress)
 
     def finish(i: int, groups: tuple[str, ...], out: dict | Exception) -> None:
         job = jobs[i]
         if isinstance(out, Exception):
             message = str(out) if isinstance(out, AudioError) else f"{job.path}: {_one_line(out)}"
             result.errors.append(message)
-            bar.write(f"error: {message}", file=sys.stderr)
+            bar.write(f"error: {message}")
             scored.pop(i, None)
         else:
             for group, values in out.items():

@@ -1,0 +1,144 @@
+"""Batch enhancement: files and folders in, one output per input, a record of what happened.
+
+Output names keep the input's relative path; ``suffix`` is added to the stem (so outputs can
+sit beside their inputs), and an input whose container this libsndfile cannot write (say an
+mp3 without an MP3 encoder) is written as FLAC under the same stem. A folder walk never
+enters the output folder, so a rerun never enhances its own outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mal.audio import FALLBACK_EXTENSION, AudioError, audio_info, readable_extensions, writable
+from mal.io import remove_stale_parts
+
+if TYPE_CHECKING:
+    from mal.models import EnhancementModel
+    from mal.streaming import FrameStream
+
+
+@dataclass
+class BatchResult:
+    """What a batch job did: written outputs, skipped (already done) and failed inputs, and notes."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    renamed: list[tuple[Path, Path]] = field(default_factory=list)  # (input, output in another container)
+    over_full_scale: list[tuple[Path, int]] = field(default_factory=list)  # (output, samples above full scale)
+    wider_band: list[tuple[Path, int]] = field(default_factory=list)  # (input, its rate) above the model's rate
+
+
+def expand_inputs(inputs: list[str | os.PathLike], skip: str | os.PathLike | None = None,
+                  suffix: str = "") -> list[tuple[Path, Path]]:
+    """(file, path relative to its input root) for files and folders (recursive).
+
+    A folder walk lists every container libsndfile reads, and leaves out the folder ``skip``
+    (the output folder) and, where outputs sit beside inputs, files already named ``*suffix``.
+    """
+    extensions = readable_extensions()
+    skip_dir = Path(skip).resolve() if skip is not None else None
+    items: list[tuple[Path, Path]] = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.is_dir():
+            items.append((path, Path(path.name)))
+            continue
+        root = path.resolve()
+        found = []
+        for p in sorted(path.rglob("*")):
+            if not p.is_file() or p.suffix.lower() not in extensions:
+                continue
+            if skip_dir is not None and skip_dir != root and skip_dir in p.resolve().parents:
+                continue  # an earlier run's outputs inside this input folder
+            if suffix and skip_dir == root and p.stem.endswith(suffix):
+                continue  # an earlier run's output beside its input
+            found.append(p)
+        if not found:
+            raise AudioError(f"{path}: directory contains no audio files ({', '.join(extensions)})")
+        items += [(p, p.relative_to(path)) for p in found]
+    return items
+
+
+def check_output_dir(out_dir: Path, inputs: list[str | os.PathLike], overwrite: bool, suffix: str = "") -> None:
+    """Refuse an output folder equal to an input folder (without ``suffix``) or inside one (without ``overwrite``)."""
+    out = Path(out_dir).resolve()
+    for raw in inputs:
+        if not Path(raw).is_dir():
+            continue
+        folder = Path(raw).resolve()
+        if out == folder and not suffix:
+            raise FileExistsError(f"{out_dir}: output folder is the input folder {raw}; pass --suffix _enhanced "
+                                  f"to write NAME_enhanced.wav beside each input, or choose another -o folder")
+        if folder in out.parents and not overwrite:
+            raise FileExistsError(f"{out_dir}: output folder is inside input folder {raw}; pass --overwrite to allow "
+                                  f"(the walk leaves the output folder out)")
+
+
+def output_path(out_dir: Path, rel: Path, suffix: str = "") -> Path:
+    """Where the input at ``rel`` goes: same relative path, ``suffix`` on the stem, a writable container."""
+    extension = rel.suffix if writable(rel) else FALLBACK_EXTENSION
+    return out_dir / rel.with_name(f"{rel.stem}{suffix}{extension}")
+
+
+def enhance_files(
+    model: EnhancementModel | FrameStream,
+    inputs: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    overwrite: bool = False,
+    progress: bool = True,
+    suffix: str = "",
+    **chunk_options,
+) -> BatchResult:
+    """Enhance files and folders into ``out_dir`` keeping names, rates, lengths and channels.
+
+    Existing outputs are skipped (so an interrupted job resumes) unless ``overwrite``. Bad
+    inputs and outputs that cannot be written are recorded in ``failed`` and the job goes on.
+    """
+    from mal.enhance import enhance_file
+    from mal.progress import Progress
+
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, inputs, overwrite, suffix)
+    items = expand_inputs(inputs, skip=out_dir, suffix=suffix)
+    result = BatchResult()
+    claimed: dict[Path, Path] = {}  # output -> the input it is written from
+    with Progress(len(items), "enhance", quiet=not progress) as bar:
+        for src, rel in items:
+            _enhance_one(model, src, output_path(out_dir, rel, suffix), overwrite, claimed, result, enhance_file,
+                         chunk_options)
+            bar.update()
+    return result
+
+
+def _enhance_one(model, src: Path, dst: Path, overwrite: bool, claimed: dict[Path, Path], result: BatchResult,
+                 enhance_file, chunk_options: dict) -> None:
+    if dst.resolve() == src.resolve():
+        result.failed.append((src, "output would overwrite the input"))
+        return
+    if dst.resolve() in claimed:
+        result.failed.append((src, f"{src}: output {dst} is already written from {claimed[dst.resolve()]}"))
+        return
+    claimed[dst.resolve()] = src
+    # A run killed mid-file leaves only a hidden temporary file: delete it, redo that file.
+    remove_stale_parts(dst)
+    if dst.exists() and not overwrite:
+        result.skipped.append(src)
+        return
+    try:
+        over = enhance_file(model, src, dst, **chunk_options)
+    except AudioError as err:
+        result.failed.append((src, str(err)))
+        return
+    result.written.append(dst)
+    if dst.suffix != src.suffix:
+        result.renamed.append((src, dst))
+    if over:
+        result.over_full_scale.append((dst, over))
+    rate = audio_info(src)[0]
+    if rate > model.sample_rate:
+        result.wider_band.append((src, rate))

@@ -1,0 +1,73 @@
+"""The models ``mal models`` lists: the shipped default model, the presets, and extra sources.
+
+``EXTRA_SOURCES`` holds functions returning more :class:`CatalogEntry` rows (imported public
+models, say); each is called when the catalog is listed, so a source can look on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAL_LICENCE = "MIT (mal)"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One model a user can pass to ``--model`` (pretrained) or ``model.preset`` (architecture)."""
+
+    name: str
+    kind: str  # "pretrained" (weights available offline) or "preset" (architecture, train it first)
+    sample_rate: int
+    parameters: int
+    licence: str
+    weights: str  # where the weights come from, or why there are none
+
+
+EXTRA_SOURCES: list[Callable[[], list[CatalogEntry]]] = []
+
+
+def default_model_entry() -> CatalogEntry | None:
+    """The model shipped inside the package (what ``mal enhance`` uses without ``--model``)."""
+    from mal.enhance import DEFAULT_MODEL, load_model
+    from mal.models import count_parameters
+
+    if not DEFAULT_MODEL.is_file():
+        return None
+    model = load_model(DEFAULT_MODEL)
+    return CatalogEntry("default", "pretrained", model.sample_rate, count_parameters(model), MAL_LICENCE,
+                        f"shipped in the mal package ({DEFAULT_MODEL.name}, from recipes/paper_cpu/ship_model.py)")
+
+
+def preset_entries() -> list[CatalogEntry]:
+    """Every preset of :data:`mal.models.PRESETS`, built to count its parameters."""
+    from mal.models import PRESETS, build_model, count_parameters
+
+    rows = []
+    for name in PRESETS:
+        model = build_model({"preset": name})
+        rows.append(CatalogEntry(name, "preset", model.sample_rate, count_parameters(model), MAL_LICENCE,
+                                 "none: an architecture, train it with `mal train`"))
+    return rows
+
+
+def pretrained_entries() -> list[CatalogEntry]:
+    """The models with weights available offline: the shipped default, then the extra sources."""
+    rows = [e for e in [default_model_entry()] if e is not None]
+    for source in EXTRA_SOURCES:
+        rows += [e for e in source() if e.kind == "pretrained"]
+    return rows
+
+
+def entries() -> list[CatalogEntry]:
+    """The whole catalog: pretrained models first, then presets (and any extra architectures)."""
+    rows = pretrained_entries()
+    for source in EXTRA_SOURCES:
+        rows += [e for e in source() if e.kind != "pretrained"]
+    return rows + preset_entries()
+
+
+def full_band_model(rate: int) -> CatalogEntry | None:
+    """The lowest-rate pretrained model whose rate covers ``rate`` (None when the catalog has none)."""
+    candidates = [e for e in pretrained_entries() if e.sample_rate >= rate]
+    return min(candidates, key=lambda e: e.sample_rate, default=None)
