@@ -62,6 +62,7 @@ class ConsistencyResult:
     csv_path: Path
     figures: list[Path]
     diverged: dict[str, dict[str, int]] = field(default_factory=dict)
+    page: Path | None = None
 
 
 def _scorers(metrics: tuple[str, ...], nisqa_weights: str | None) -> dict[str, Callable[[np.ndarray, int], float]]:
@@ -83,11 +84,13 @@ def _scorers(metrics: tuple[str, ...], nisqa_weights: str | None) -> dict[str, C
 def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations: int, out_dir: str | os.PathLike,
                     metrics: tuple[str, ...] = ("nisqa", "dnsmos", "hnr"), nisqa_weights: str | None = None,
                     spectrogram_passes: tuple[int, ...] = SPECTROGRAM_PASSES, progress: bool = True,
-                    score_every: int = 1) -> ConsistencyResult:
-    """Enhance each input ``iterations`` times with each model; write curves.csv and plots.
+                    score_every: int = 1, listen_clips: int | None = 3) -> ConsistencyResult:
+    """Enhance each input ``iterations`` times with each model; write curves.csv, plots, index.html.
 
     ``score_every=k`` scores passes 0, 1, k, 2k, ... and the last (enhancing still runs every
-    pass): the metrics cost far more than the enhancement.
+    pass): the metrics cost far more than the enhancement. The listening page (index.html)
+    holds audio and spectrograms after ``spectrogram_passes`` of the first ``listen_clips``
+    inputs (None: all; 0: no page).
     """
     from tqdm import tqdm
 
@@ -108,7 +111,8 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
     passes = tuple(p for p in spectrogram_passes if p <= iterations)
     score_at = {0, 1, iterations, *range(0, iterations + 1, max(1, score_every)), *passes}
     per_file = {name: np.full((len(scorers), iterations + 1, len(signals)), np.nan) for name in models}
-    snapshots: dict[str, dict[int, np.ndarray]] = {name: {} for name in models}
+    kept = len(signals) if listen_clips is None else min(listen_clips, len(signals))
+    snapshots: dict[str, list[dict[int, np.ndarray]]] = {name: [{} for _ in range(max(1, kept))] for name in models}
     bar = tqdm(total=len(models) * len(signals) * (iterations + 1), desc="consistency", unit="pass",
                disable=None if progress else True)
     for name, enhance in models.items():
@@ -126,8 +130,8 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
                 for k, score in enumerate(scorers.values()):
                     if it in score_at:
                         per_file[name][k, it, f] = score(x, rate)
-                if f == 0 and (it in passes or it == 0):
-                    snapshots[name][it] = x.copy()
+                if f < max(1, kept) and (it in passes or it == 0):
+                    snapshots[name][f][it] = x.copy()
                 bar.update(1)
     bar.close()
 
@@ -145,8 +149,15 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
             writer.writerow([name, it, scored, *[f"{curves[name][m][it]:.6g}" for m in scorers], *[f"{s:.6g}" for s in stds]])
     write_text_atomic(csv_path, buffer.getvalue())
     figures = [_plot_curves(out_dir / "curves.png", curves)]
-    figures.append(_plot_spectrograms(out_dir / "spectrograms.png", snapshots, signals[0][2], signals[0][0].name))
-    return ConsistencyResult(curves, errors, csv_path, figures, diverged)
+    first = {name: clips[0] for name, clips in snapshots.items()}
+    figures.append(_plot_spectrograms(out_dir / "spectrograms.png", first, signals[0][2], signals[0][0].name))
+    page = None
+    if kept:
+        from mal.pages.consistency import write_consistency_page
+
+        clips = [(str(signals[f][0]), signals[f][2], {name: snapshots[name][f] for name in models}) for f in range(kept)]
+        page = write_consistency_page(out_dir, curves, clips, passes, iterations, diverged, errors)
+    return ConsistencyResult(curves, errors, csv_path, figures, diverged, page)
 
 
 def _plot_curves(path: Path, curves: dict[str, dict[str, list[float]]]) -> Path:

@@ -4,7 +4,9 @@
 
 Each file of DIR is enhanced, the output fed back in, N times, per model. Writes
 OUT_DIR/curves.csv (mean NISQA, DNSMOS OVRL and HNR per pass), curves.png,
-spectrograms.png (input, 1, 10, 100 passes) and consistency.json (settings, skipped metrics).
+spectrograms.png (input, 1, 10, 100 passes), consistency.json (settings, skipped metrics) and
+index.html: the listening page (audio and spectrograms of the first --listen-clips clips
+after 1, 10, 100 passes, per model).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--nisqa-weights", default=None, help="NISQA weights (default $MAL_NISQA_WEIGHTS)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--score-every", type=int, default=1, help="score passes 0, 1, k, 2k, ... only (enhancement runs every pass)")
+    p.add_argument("--listen-clips", type=int, default=3,
+                   help="clips with audio and spectrograms in index.html (default 3; 0: no page; -1: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -66,14 +70,16 @@ def run(args) -> int:
     inputs = list_audio(args.input)[: args.limit]
     result = run_consistency(models, inputs, args.iterations, out, metrics=metrics,
                              nisqa_weights=str(weights) if weights else None, progress=not args.quiet,
-                             score_every=args.score_every)
+                             score_every=args.score_every,
+                             listen_clips=None if args.listen_clips < 0 else args.listen_clips)
     write_json(out / "consistency.json", {"models": {n: p.partition("=")[2] or p for n, p in zip(models, [*args.model, "identity"])},
                                           "input": str(args.input), "files": len(inputs) - len(result.errors),
                                           "iterations": args.iterations, "metrics": list(metrics),
                                           "skipped_metrics": skipped, "bad_files": result.errors,
                                           "diverged_at_pass": result.diverged,
                                           "harmonicity": "HNR, Praat autocorrelation method, mean over voiced frames (dB)"})
-    print(f"wrote {result.csv_path} and {', '.join(str(f) for f in result.figures)}")
+    print(f"wrote {result.csv_path} and {', '.join(str(f) for f in result.figures)}"
+          + (f"; listening page: {result.page}" if result.page else ""))
     for message in result.errors:
         print(f"mal: skipped {message}", file=sys.stderr)
     for name, files in result.diverged.items():

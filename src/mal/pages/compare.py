@@ -13,7 +13,6 @@ else the first system after Noisy.
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -115,10 +114,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "x"
 
 
-def _folder_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def _file_media(stage: Path, file_id: str, sources: list[tuple[str, Path | None, str]], bars: dict[str, str],
                 noisy: str | None) -> tuple[str, list[html.SignalView], str]:
     """Write one file's audio and images into ``stage/<id>/``; return (meta html, signal views, folder name)."""
@@ -135,37 +130,13 @@ def _file_media(stage: Path, file_id: str, sources: list[tuple[str, Path | None,
             loaded.append((name, samples, rate, ""))
         except AudioError as err:
             loaded.append((name, None, 0, f"cannot read: {err}"))
-    readable = [(n, s, r) for n, s, r, _ in loaded if s is not None]
+    readable = {n: (s, r) for n, s, r, _ in loaded if s is not None}
     if not readable:
         return "no signal of this file could be read", [html.SignalView(n, note=note) for n, _, _, note in loaded], folder_name
-    by_name = {n: (s, r) for n, s, r in readable}
-    ref_name = next((n for n in (noisy, "Clean") if n in by_name), readable[0][0])
-    rate = by_name[ref_name][1]
-    signals = {n: media.to_rate(s, r, rate) for n, s, r in readable}
-    gain = media.playback_gain(signals[ref_name], rate, list(signals.values()))
-    specs = {n: media.stft_db(s * gain, rate) for n, s in signals.items()}
-    scale = media.shared_scale(specs[ref_name])
-    frames = max(s.shape[1] for s in specs.values())
-    specs = {n: media.pad_frames(s, frames, scale.low_db) for n, s in specs.items()}
-    clean = specs.get("Clean")
-    views = []
-    for k, (name, samples, _, note) in enumerate(loaded):
-        if samples is None:
-            views.append(html.SignalView(name, note=note))
-            continue
-        stem = f"{k:02d}_{_safe(name)}"
-        rel = f"{MEDIA_FOLDER}/{folder_name}"
-        duration = media.write_listening_audio(folder / f"{stem}{media.AUDIO_EXTENSION}", signals[name], rate, gain)
-        media.spectrogram_png(folder / f"{stem}.png", specs[name], scale)
-        diff = None
-        if clean is not None and name != "Clean":
-            media.difference_png(folder / f"{stem}_diff.png", specs[name], clean, scale)
-            diff = f"{rel}/{stem}_diff.png"
-        views.append(html.SignalView(name, f"{rel}/{stem}{media.AUDIO_EXTENSION}", f"{rel}/{stem}.png", diff,
-                                     detail=f"{duration:.2f} s"))
-    seconds = frames * media.frame_seconds(rate)
-    meta = (f"{rate / 2000:.1f} kHz top, {seconds:.2f} s wide; playback gain {20 * math.log10(gain):+.1f} dB "
-            f"for every signal (from {ref_name}); " + html.scale_legend(bars, scale.low_db, scale.high_db, media.DIFF_RANGE_DB))
+    ref_name = next((n for n in (noisy, "Clean") if n in readable), next(iter(readable)))
+    rate = readable[ref_name][1]
+    signals = [(n, None if s is None else media.to_rate(s, r, rate), note) for n, s, r, note in loaded]
+    meta, views = media.render_signals(folder, f"{MEDIA_FOLDER}/{folder_name}", signals, rate, ref_name, "Clean", bars)
     return meta, views, folder_name
 
 
@@ -186,16 +157,13 @@ def write_compare_page(out_dir: str | os.PathLike, systems: dict[str, str], clea
     metric = selection_metric(columns, listen_metric)
     selection = select_files(file_gains(rows, chosen_system, metric, noisy), universe, named, everything, chosen_system, metric)
 
-    stage = out_dir / f".{MEDIA_FOLDER}.{os.getpid()}.part"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+    panels, kept = [], []
+    with media.staged_folder(out_dir / MEDIA_FOLDER) as stage:
         bars = {k: f"{MEDIA_FOLDER}/{v}" for k, v in media.colour_bars(stage).items()}
-        panels, kept = [], []
         for file_id in selection.files:
             sources = _sources(file_id, systems, listings, clean, clean_files, noisy)
             meta, views, folder_name = _file_media(stage, file_id, sources, bars, noisy)
-            if _folder_size(stage) > max_bytes:
+            if media.folder_size(stage) > max_bytes:
                 shutil.rmtree(stage / folder_name)
                 selection.left_out = [f for f in selection.files if f not in kept]
                 break
@@ -205,10 +173,6 @@ def write_compare_page(out_dir: str | os.PathLike, systems: dict[str, str], clea
             gain_text = f"; gain {gain:+.3f}" if gain is not None else ""
             panels.append(html.panel(f"f-{_safe(file_id)}", f"{file_id} ({why}{gain_text})", meta, views,
                                      "difference to clean (dB)"))
-        _replace_folder(stage, out_dir / MEDIA_FOLDER)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     selection.files = kept
     body = _body(summary, comparisons, columns, names, reference, rows, universe, listings, clean_files, selection,
                  panels, noisy, alpha, max_bytes)
@@ -244,15 +208,6 @@ def _sources(file_id: str, systems: dict[str, str], listings: dict[str, dict[str
             continue
         out.append((name, listings[name].get(file_id), f"no file {file_id} in {systems[name]}"))
     return [(n, p, "" if p is not None else note) for n, p, note in out]
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing ``target`` is removed only after the move succeeded."""
-    old = target.with_name(f".{target.name}.{os.getpid()}.old")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _body(summary: dict, comparisons: dict, columns: list[str], names: list[str], reference: str, rows: list[dict],

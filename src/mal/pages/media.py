@@ -16,7 +16,12 @@ range's bottom, clipped at +-``DIFF_RANGE_DB``.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import re
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +77,29 @@ def frame_seconds(rate: int) -> float:
     """Seconds per spectrogram column at ``rate`` (before any column pooling)."""
     n_fft = 1 << max(6, math.ceil(math.log2(0.032 * rate)))
     return (n_fft // 4) / rate
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """Yield a hidden folder beside ``target``; on success it replaces ``target`` (removed only then)."""
+    stage = target.with_name(f".{target.name}.{os.getpid()}.part")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        old = target.with_name(f".{target.name}.{os.getpid()}.old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(stage, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of all files under ``folder``."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 @dataclass(frozen=True)
@@ -144,3 +172,40 @@ def colour_bars(folder: Path) -> dict[str, str]:
     _palette_png(folder / "scale_level.png", ramp, "magma")
     _palette_png(folder / "scale_diff.png", ramp, "RdBu_r")
     return {"level": "scale_level.png", "diff": "scale_diff.png"}
+
+
+def render_signals(folder: Path, rel: str, signals: list[tuple[str, np.ndarray | None, str]], rate: int,
+                   reference: str, difference_to: str | None, bars: dict[str, str]):
+    """Write audio and images of one file's signals (all at ``rate``) into ``folder``.
+
+    ``signals``: (name, samples or None, note why missing). The playback gain and the colour
+    scale come from ``reference``; difference images are against ``difference_to`` (when it
+    is among the signals). Returns (meta html, ``SignalView`` per signal, links under ``rel``).
+    """
+    from mal.pages.html import SignalView, scale_legend
+
+    present = {n: s for n, s, _ in signals if s is not None}
+    gain = playback_gain(present[reference], rate, list(present.values()))
+    specs = {n: stft_db(s * gain, rate) for n, s in present.items()}
+    scale = shared_scale(specs[reference])
+    frames = max(s.shape[1] for s in specs.values())
+    specs = {n: pad_frames(s, frames, scale.low_db) for n, s in specs.items()}
+    base = specs.get(difference_to) if difference_to else None
+    views = []
+    for k, (name, samples, note) in enumerate(signals):
+        if samples is None:
+            views.append(SignalView(name, note=note))
+            continue
+        stem = f"{k:02d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', name)[:60]}"
+        duration = write_listening_audio(folder / f"{stem}{AUDIO_EXTENSION}", samples, rate, gain)
+        spectrogram_png(folder / f"{stem}.png", specs[name], scale)
+        diff = None
+        if base is not None and name != difference_to:
+            difference_png(folder / f"{stem}_diff.png", specs[name], base, scale)
+            diff = f"{rel}/{stem}_diff.png"
+        views.append(SignalView(name, f"{rel}/{stem}{AUDIO_EXTENSION}", f"{rel}/{stem}.png", diff, note=note,
+                                detail=f"{duration:.2f} s"))
+    seconds = frames * frame_seconds(rate)
+    meta = (f"0-{rate / 2000:.1f} kHz, 0-{seconds:.2f} s; playback gain {20 * math.log10(gain):+.1f} dB for every "
+            f"signal (from {reference}); " + scale_legend(bars, scale.low_db, scale.high_db, DIFF_RANGE_DB))
+    return meta, views
