@@ -378,7 +378,7 @@ class DeepFilterNet(EnhancementModel):
         low = torch.stack((low_re, low_im), dim=-1)
         if gate:
             frame_lsnr = lsnr[:, start + la : start + la + n_out]
-            apply_df = (frame_lsnr >= cfg.lsnr_min_db) & (frame_lsnr <= cfg.lsnr_max_df_db)
+            apply_df = (frame_lsnr >= cfg.lsnr_min_db) & (frame_lsnr <= min(cfg.lsnr_max_df_db, cfg.lsnr_max_erb_db))
             low = torch.where(apply_df[..., None, None], low, out[:, :, : cfg.n_df])
         out = torch.cat((low, out[:, :, cfg.n_df :]), dim=2)
         if cfg.atten_lim_db is not None:
