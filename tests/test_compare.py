@@ -54,6 +54,12 @@ def test_compare_report(vbd_subset, tmp_path):
     assert (out / "fig_wb_pesq.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "per_file.csv").exists()
 
+    page = (out / "index.html").read_text()  # the listening report, linked from report.md
+    assert "(index.html)" in report and "CMGAN: 1 of 4 file(s) missing: p232_012" in page
+    listened = sorted(p.name for p in (out / "listen").iterdir() if p.is_dir())
+    assert listened == ["p232_005", "p232_006", "p232_011"]  # worst, median, best CMGAN gain (CMGAN lacks p232_012)
+    assert len(list((out / "listen").rglob("*.flac"))) == 3 * 5  # Noisy, clean, 3 systems
+
 
 def test_parse_systems_orders_noisy_first_and_checks(tmp_path):
     (tmp_path / "a").mkdir()
