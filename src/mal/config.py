@@ -168,6 +168,41 @@ def data_root(cfg: dict) -> Path:
     return Path(root).expanduser()
 
 
+def root_origin(cfg: dict) -> str:
+    """The data root and where it came from, for error messages."""
+    root = data_root(cfg)
+    absolute = root if root.is_absolute() else f"{root}, i.e. {Path.cwd() / root}"
+    if cfg["data"]["root"]:
+        return f"the data root {absolute} (--data / data.root)"
+    if os.environ.get("MAL_DATA"):
+        return f"the data root {absolute} ($MAL_DATA)"
+    return f"the default data root {absolute}; pass --data DIR to set it"
+
+
+def resolve_dirs(cfg: dict, key: str) -> list[Path]:
+    """Absolute folders for ``data.<key>``; a missing folder is a config error naming it."""
+    root = data_root(cfg)
+    dirs = []
+    for raw in cfg["data"][key] or []:
+        path = Path(raw).expanduser()
+        path = path if path.is_absolute() else root / path
+        if not path.is_dir():
+            hint = "" if Path(raw).expanduser().is_absolute() else f" ({raw} resolved against {root_origin(cfg)})"
+            raise ConfigError(f"data.{key}: folder not found: {path}{hint}")
+        dirs.append(path)
+    return dirs
+
+
+def check_data_folders(cfg: dict) -> None:
+    """Fail on a missing data folder before the heavy libraries load (``mal train`` starts in a second)."""
+    d = cfg["data"]
+    split_file = Path(d["split_file"] or Path(cfg["output_dir"]) / "split.json")
+    if d["train_pairs"] or split_file.is_file():
+        return
+    for key in ("speech_dirs", "noise_dirs"):
+        resolve_dirs(cfg, key)
+
+
 def save_config(cfg: dict, path: str | os.PathLike) -> None:
     """Write the resolved config next to a run (atomically) so it can be reproduced."""
     from mal.io import write_text_atomic

@@ -16,6 +16,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
     p.add_argument("--accelerator", help="cpu, gpu, auto ...")
     p.add_argument("--max-epochs", type=int, help="shortcut for trainer.max_epochs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (same as trainer.progress_bar=false)")
 
 
 def add_parser(sub) -> None:
@@ -25,7 +26,7 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(args) -> dict:
-    from mal.config import load_config
+    from mal.config import check_data_folders, load_config
 
     overrides = list(args.overrides)
     for flag, key in [("output_dir", "output_dir"), ("data", "data.root"), ("devices", "trainer.devices"),
@@ -34,7 +35,11 @@ def config_from_args(args) -> dict:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    return load_config(args.config, overrides)
+    if getattr(args, "quiet", False):
+        overrides.append("trainer.progress_bar=false")
+    cfg = load_config(args.config, overrides)
+    check_data_folders(cfg)  # before Lightning and torch load: a wrong --data fails at once
+    return cfg
 
 
 def run(args) -> int:

@@ -8,7 +8,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from mal.audio import AudioError, check_audio_file
-from mal.config import ConfigError, data_root
+from mal.config import ConfigError, data_root, resolve_dirs
 from mal.data import (
     MixtureDataset,
     PairedDataset,
@@ -19,19 +19,6 @@ from mal.data import (
     split_files,
     write_split,
 )
-
-
-def resolve_dirs(cfg: dict, key: str) -> list[Path]:
-    """Absolute folders for ``data.<key>``; a missing folder is a config error naming it."""
-    root = data_root(cfg)
-    dirs = []
-    for raw in cfg["data"][key] or []:
-        path = Path(raw).expanduser()
-        path = path if path.is_absolute() else root / path
-        if not path.is_dir():
-            raise ConfigError(f"data.{key}: folder not found: {path}")
-        dirs.append(path)
-    return dirs
 
 
 def make_split(cfg: dict) -> dict[str, dict[str, list[Path]]]:

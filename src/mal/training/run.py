@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
 import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mal.config import save_config
+from mal.config import ConfigError, save_config
 from mal.io import atomic_path
 from mal.training.datamodule import EnhancementData
 from mal.training.task import EnhancementTask, check_variant
@@ -73,14 +80,115 @@ class AppendingCSVLogger(CSVLogger):
         return self._experiment
 
 
-def _trainer(cfg: dict) -> L.Trainer:
+class _FirstStep(Callback):
+    """Notes when training has begun: a failure before that is a failed start."""
+
+    started = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.started = True
+
+
+@contextlib.contextmanager
+def _clean_up_failed_start(cfg: dict) -> Iterator[_FirstStep]:
+    """Delete what a run wrote (config.yaml, split.json, folders) when it fails before its first step."""
+    out = Path(cfg["output_dir"])
+    split = Path(cfg["data"]["split_file"] or out / "split.json")
+    before = _paths(out) | _paths(split)
+    first_step = _FirstStep()
+    try:
+        yield first_step
+    except BaseException:
+        if not first_step.started and _is_main_process():
+            for path in sorted((_paths(out) | _paths(split)) - before, key=lambda p: len(p.parts), reverse=True):
+                if path.is_dir() and not path.is_symlink():
+                    with contextlib.suppress(OSError):
+                        path.rmdir()  # only when empty
+                else:
+                    path.unlink(missing_ok=True)
+        raise
+
+
+def _paths(path: Path) -> set[Path]:
+    """``path`` and everything under it that exists now."""
+    if not path.exists():
+        return set()
+    return {path, *path.rglob("*")} if path.is_dir() else {path}
+
+
+class _LightningTips(logging.Filter):
+    """Drops Lightning's '💡 Tip: ... try installing ...' advertisements."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡")
+
+
+def _quiet_lightning() -> None:
+    """Silence what Lightning and torch print that tells a mal user nothing (docs/robustness.md)."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _LightningTips) for f in logger.filters):
+        logger.addFilter(_LightningTips())
+    # Lightning's pytree helper still builds torch's deprecated LeafSpec
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # the MAL-encoder snapshot and a frozen encoder are in eval mode on purpose (_describe says so once)
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
+
+
+def _describe(task: EnhancementTask) -> None:
+    """One line on what trains, in place of Lightning's summary table (whose FLOPs column is always 0)."""
+    if not _is_main_process():
+        return
+    total = sum(p.numel() for p in task.model.parameters())
+    trainable = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
+    line = f"model: {type(task.model).__name__}, {total:,} parameters ({trainable:,} trained)"
+    if task.mal_loss is not None:
+        line += ("; the MAL-encoder is a frozen snapshot of the encoder (eval mode, no gradients into it, on purpose), "
+                 + ("re-taken every epoch" if task.refresh_each_epoch else "taken once from the stage-1 weights"))
+    if task.freeze_encoder:
+        line += "; the model's own encoder is frozen (eval mode)"
+    print(line, file=sys.stderr)
+
+
+class _EpochLines(Callback):
+    """One plain line per epoch, for logs and pipes (a progress bar there is one endless line)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.monotonic()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not _is_main_process():
+            return
+        shown = ("train/loss", "val/loss", "val/si_sdr")
+        values = ", ".join(f"{k} {float(v):.3f}" for k, v in trainer.callback_metrics.items() if k in shown)
+        seconds = time.monotonic() - getattr(self, "_start", time.monotonic())
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {values} ({seconds:.1f} s)", file=sys.stderr,
+              flush=True)
+
+
+def _trainer(cfg: dict, callbacks: tuple[Callback, ...] = ()) -> L.Trainer:
     t, out = cfg["trainer"], Path(cfg["output_dir"])
     ckpt_dir = out / "checkpoints"
     _remove_stale_parts(ckpt_dir)
+    _quiet_lightning()
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor=cfg["finetune"]["select_by"], mode=cfg["finetune"]["select_mode"],
         save_top_k=1, save_last=True, enable_version_counter=False,
     )
+    if t["progress_bar"] and not sys.stderr.isatty():
+        callbacks = (*callbacks, _EpochLines())
+    try:
+        return _build_trainer(cfg, [checkpoint, LearningRateMonitor(logging_interval="step"), *callbacks])
+    except MisconfigurationException as err:  # e.g. --accelerator gpu on a machine without one
+        message = str(err).strip().splitlines()[0]
+        words = {"accelerator": ("accelerator", "gpu", "cuda", "mps", "tpu", "backend"), "strategy": ("strategy",),
+                 "devices": ("devices",), "precision": ("precision",)}
+        key = next((k for k, found in words.items() if any(w in message.lower() for w in found)), None)
+        advice = "; use --accelerator cpu (or auto)" if key == "accelerator" else ""
+        raise ConfigError(f"trainer.{key}={t[key]}: {message}{advice}" if key else f"trainer: {message}") from None
+
+
+def _build_trainer(cfg: dict, callbacks: list[Callback]) -> L.Trainer:
+    t, out = cfg["trainer"], Path(cfg["output_dir"])
     return L.Trainer(
         default_root_dir=out,
         max_epochs=t["max_epochs"],
@@ -94,10 +202,11 @@ def _trainer(cfg: dict) -> L.Trainer:
         limit_train_batches=t["limit_train_batches"],
         limit_val_batches=t["limit_val_batches"],
         gradient_clip_val=cfg["optim"]["grad_clip"] or None,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        callbacks=callbacks,
+        enable_model_summary=False,  # replaced by _describe's one line
         plugins=[AtomicCheckpointIO()],
         logger=AppendingCSVLogger(out, name="", version=""),
-        enable_progress_bar=t["progress_bar"],
+        enable_progress_bar=t["progress_bar"] and sys.stderr.isatty(),  # off a terminal: _EpochLines
         reload_dataloaders_every_n_epochs=1,
         num_sanity_val_steps=0,
         deterministic=False,
@@ -125,14 +234,21 @@ def _resume_path(cfg: dict, resume: bool) -> str | None:
 
 
 def train(cfg: dict, resume: bool = False) -> Path:
-    """Stage 1: train ``cfg['model']`` with L_df. Returns the checkpoint folder."""
+    """Stage 1: train ``cfg['model']`` with L_df. Returns the checkpoint folder.
+
+    A run that fails before its first step leaves nothing behind (no config.yaml, no split.json).
+    """
     check_variant(cfg["finetune"]["variant"])
-    data = EnhancementData(cfg)
-    data.setup()  # fail on bad data paths before the model is built
-    _prepare(cfg)  # seeds first: the initial weights must depend on cfg["seed"] only
-    task = EnhancementTask(cfg)
-    _save_config(cfg)
-    _trainer(cfg).fit(task, datamodule=data, ckpt_path=_resume_path(cfg, resume))
+    with _clean_up_failed_start(cfg) as first_step:
+        resume_path = _resume_path(cfg, resume)
+        trainer = _trainer(cfg, (first_step,))
+        data = EnhancementData(cfg)
+        data.setup()  # fail on bad data paths before the model is built
+        _prepare(cfg)  # seeds first: the initial weights must depend on cfg["seed"] only
+        task = EnhancementTask(cfg)
+        _save_config(cfg)
+        _describe(task)
+        trainer.fit(task, datamodule=data, ckpt_path=resume_path)
     return Path(cfg["output_dir"]) / "checkpoints"
 
 
@@ -153,12 +269,16 @@ def finetune(cfg: dict, stage1: str | os.PathLike, resume: bool = False) -> Path
         print(f"finetune: mixing training audio at the model's rate, {start.sample_rate} Hz "
               f"(data.sample_rate was {cfg['data']['sample_rate']})")
         cfg = {**cfg, "data": {**cfg["data"], "sample_rate": start.sample_rate}}
-    data = EnhancementData(cfg)
-    data.setup()
-    _prepare(cfg)  # seeds first, as in train()
-    task = EnhancementTask(cfg, model_spec=start.config_dict())
-    task.model.load_state_dict(start.state_dict())
-    task.take_snapshot()  # MAL-encoder = the stage-1 encoder
-    _save_config(cfg)
-    _trainer(cfg).fit(task, datamodule=data, ckpt_path=_resume_path(cfg, resume))
+    with _clean_up_failed_start(cfg) as first_step:
+        resume_path = _resume_path(cfg, resume)
+        trainer = _trainer(cfg, (first_step,))
+        data = EnhancementData(cfg)
+        data.setup()
+        _prepare(cfg)  # seeds first, as in train()
+        task = EnhancementTask(cfg, model_spec=start.config_dict())
+        task.model.load_state_dict(start.state_dict())
+        task.take_snapshot()  # MAL-encoder = the stage-1 encoder
+        _save_config(cfg)
+        _describe(task)
+        trainer.fit(task, datamodule=data, ckpt_path=resume_path)
     return Path(cfg["output_dir"]) / "checkpoints"
