@@ -29,3 +29,27 @@ def test_paths_under_the_repo_and_its_neighbours_become_relative():
     assert relative("/nonexistent-root-folder/a.wav") == "/nonexistent-root-folder/a.wav"
     assert relative("model={preset: dfnet_16k, conv_ch: 24}") == "model={preset: dfnet_16k, conv_ch: 24}"
     assert relative("--jobs") == "--jobs" and relative("2") == "2"
+
+
+def test_paper_report_links_the_listening_pages_that_exist(tmp_path):
+    import json
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(REPO / "recipes" / "paper_cpu"))
+    try:
+        from recipe_report import write_report
+    finally:
+        sys.path.remove(str(REPO / "recipes" / "paper_cpu"))
+    out = tmp_path / "paper_cpu"
+    shutil.copytree(REPO / "results" / "paper_cpu", out)
+    settings = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("Run settings:"))
+    meta = json.loads(settings.split("`")[1])
+    meta.setdefault("command", "make paper")
+    meta.setdefault("minutes", 64)
+    sets = ["in-domain", "vbd-test", "dns-test-noreverb"]
+    for folder in ("vbd-test", "consistency"):
+        (out / folder / "index.html").write_text("<!DOCTYPE html>")
+    report = write_report(out, sets, ["Baseline"], [], meta).read_text()
+    assert "[vbd-test](vbd-test/index.html)" in report and "[consistency](consistency/index.html)" in report
+    assert "in-domain/index.html" not in report  # no page there: no dead link

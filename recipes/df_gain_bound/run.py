@@ -178,6 +178,9 @@ def write_report(out: Path, args, gains: dict, minutes: float) -> None:
         lines.append(f"| {metric} | " + " | ".join(cells) + f" | {diff} |")
     lines += ["", "Figures: [consistency/curves.png](consistency/curves.png), "
               "[consistency/spectrograms.png](consistency/spectrograms.png); full table: [in-domain/report.md](in-domain/report.md)."]
+    pages = [f"[{p}]({p}/index.html)" for p in ("in-domain", "consistency") if (out / p / "index.html").exists()]
+    if pages:
+        lines += ["", "Listening pages (audio, spectrograms, per-file tables; open in a browser): " + ", ".join(pages) + "."]
     write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
     write_text_atomic(out / "gains.json", json.dumps(gains, indent=1) + "\n")
 
