@@ -10,11 +10,14 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["train", "finetune", "enhance", "info", "evaluate", "compare", "consistency", "export", "import_dfn", "demo"]
+COMMANDS = ["train", "finetune", "enhance", "info", "evaluate", "compare", "consistency", "export", "import_dfn", "models", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mal import __version__
+
     parser = argparse.ArgumentParser(prog="mal", description="Speech enhancement with Model-as-Loss training.")
+    parser.add_argument("--version", action="version", version=f"mal {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:

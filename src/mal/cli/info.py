@@ -7,7 +7,8 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="print a model's size, compute and latency")
-    p.add_argument("source", help="checkpoint (.ckpt / model file), YAML config, or preset name (dfnet_16k, dfnet_48k)")
+    p.add_argument("source", nargs="?", help="checkpoint (.ckpt / model file), YAML config, or preset name (dfnet_16k, dfnet_48k)")
+    p.add_argument("--list", action="store_true", help="list the pretrained models and presets (as `mal models`)")
     p.set_defaults(run=run)
 
 
@@ -15,12 +16,17 @@ def describe(source: str) -> dict:
     from mal.models import PRESETS, build_model, count_macs, count_parameters
 
     path = Path(source)
+    trains: list[str] = []
     if source in PRESETS:
         model = build_model({"preset": source})
     elif path.suffix in (".yaml", ".yml"):
         from mal.config import load_config
 
-        model = build_model(load_config(path)["model"])
+        from mal.variants import describe_training
+
+        cfg = load_config(path)
+        model = build_model(cfg["model"])
+        trains = describe_training(cfg)
     else:
         from mal.enhance import load_model
 
@@ -35,10 +41,18 @@ def describe(source: str) -> dict:
         "sample_rate": rate,
         "lookahead_ms": 1000 * model.lookahead_samples / rate,
         "latency_ms": 1000 * latency / rate,
+        "trains": trains,
     }
 
 
 def run(args) -> int:
+    if args.list:
+        from mal.cli.models import print_catalog
+
+        print_catalog()
+        return 0
+    if args.source is None:
+        raise ValueError("info: give a checkpoint, YAML config or preset name, or --list for what is available")
     d = describe(args.source)
     print(f"model:            {d['model']}")
     print(f"parameters:       {d['parameters']:,} ({d['parameters'] / 1e6:.2f} M; encoder {d['encoder_parameters']:,})")
@@ -46,4 +60,6 @@ def run(args) -> int:
     print(f"sample rate:      {d['sample_rate']} Hz")
     print(f"look-ahead:       {d['lookahead_ms']:.1f} ms")
     print(f"latency:          {d['latency_ms']:.1f} ms (window + look-ahead)")
+    for i, line in enumerate(d["trains"]):
+        print(f"{'trains:' if i == 0 else '':<18}{line}")
     return 0

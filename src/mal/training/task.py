@@ -25,22 +25,9 @@ import torch
 
 from mal.losses import DFLoss, si_sdr
 from mal.models import build_model
+from mal.variants import VARIANTS, check_variant, loss_weights
 
-VARIANTS = {
-    # name: (uses MAL, refresh snapshot each epoch, uses SSL, freeze own encoder)
-    "baseline-continued": (False, False, False, False),
-    "mal-frozen-fe": (True, False, False, True),
-    "mal-frozen": (True, False, False, False),
-    "mal-dynamic": (True, True, False, False),
-    "wavlm": (False, False, True, False),
-    "wavlm-fe": (False, False, True, True),
-    "wavlm-mal": (True, False, True, True),
-}
-
-
-def check_variant(name: str | None) -> None:
-    if name is not None and name not in VARIANTS:
-        raise ValueError(f"finetune.variant: unknown variant {name!r}; choose from {sorted(VARIANTS)}")
+__all__ = ["VARIANTS", "EnhancementTask", "check_variant"]
 
 
 class EnhancementTask(L.LightningModule):
@@ -55,14 +42,10 @@ class EnhancementTask(L.LightningModule):
         self.df_loss = DFLoss.for_model(self.model)
         variant = config["finetune"]["variant"]
         check_variant(variant)
-        use_mal, self.refresh_each_epoch, use_ssl, self.freeze_encoder = VARIANTS.get(variant, (False,) * 4)
+        _, self.refresh_each_epoch, _, self.freeze_encoder = VARIANTS.get(variant, (False,) * 4)
         losses = config["loss"]
-        self.mal_weight = float(losses["mal"]["weight"]) if (use_mal or variant is None) else 0.0
-        self.ssl_weight = float(losses["ssl"]["weight"]) if (use_ssl or variant is None) else 0.0
-        if use_mal and self.mal_weight <= 0:
-            self.mal_weight = 1.0  # the variant asks for MAL: the paper's equal proportion
-        if use_ssl and self.ssl_weight <= 0:
-            self.ssl_weight = 1.0
+        weights = loss_weights(config)  # a variant that asks for MAL or SSL turns it on at weight 1
+        self.mal_weight, self.ssl_weight = weights["mal"], weights["ssl"]
         self.refresh_every_steps = config["finetune"]["refresh_every_steps"]
         self.mal_loss = None
         if self.mal_weight > 0:
