@@ -31,6 +31,20 @@ def test_paths_under_the_repo_and_its_neighbours_become_relative():
     assert relative("--jobs") == "--jobs" and relative("2") == "2"
 
 
+def test_relative_paths_keep_a_symlinked_shared_folder(tmp_path, monkeypatch):
+    """A user who links ../shared to a data disk: paths through the link still become ../shared/..."""
+    module = _paper_cpu()
+    repo, disk = tmp_path / "work" / "repo", tmp_path / "disk" / "shared"
+    repo.mkdir(parents=True)
+    (disk / "data").mkdir(parents=True)
+    (tmp_path / "work" / "shared").symlink_to(disk)
+    monkeypatch.setattr(module, "REPO", repo)
+    linked = tmp_path / "work" / "shared" / "data" / "vbd-test"
+    assert module.relative(f"Noisy={linked}") == "Noisy=../shared/data/vbd-test"
+    assert module.relative(str(repo / "runs" / "x.ckpt")) == "runs/x.ckpt"
+    assert module.relative(str(disk / "data")) == str(disk / "data")  # outside the neighbourhood as written: kept
+
+
 def test_paper_report_links_the_listening_pages_that_exist(tmp_path):
     import json
     import shutil

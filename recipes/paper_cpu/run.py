@@ -51,8 +51,11 @@ def relative(arg: str) -> str:
     after ``NAME=``, rewritten relative to the repository, where :func:`sh` runs: the reports
     the commands write then name no machine's folders."""
     prefix, sep, value = arg.partition("=") if "=" in arg else ("", "", arg)
-    if os.path.isabs(value) and Path(value).resolve().is_relative_to(REPO.parent.resolve()):
-        value = os.path.relpath(value, REPO)
+    if os.path.isabs(value):
+        # compare the path as written (a symlinked ../shared stays ../shared) and, failing that, resolved
+        for path, repo in ((Path(os.path.abspath(value)), REPO), (Path(value).resolve(), REPO.resolve())):
+            if path.is_relative_to(repo.parent):
+                return prefix + sep + os.path.relpath(path, repo)
     return prefix + sep + value
 
 
