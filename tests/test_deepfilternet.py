@@ -82,7 +82,7 @@ def test_features_and_every_graph_output_equal_the_references(name, request, sha
     state = model.initial_state(1)
     with torch.no_grad():
         ours_spec, ours_erb, ours_spec_feat, _ = enc.features(torch.from_numpy(np.pad(x48, (0, -len(x48) % 480)))[None], state)
-        assert np.abs(ours_spec.numpy() * enc.spec_scale - spec).max() < 1e-6
+        assert np.abs(torch.view_as_complex(ours_spec).numpy() * enc.spec_scale - spec).max() < 1e-6
         assert np.abs(ours_erb.numpy() - feat_erb).max() < 1e-4
         assert np.abs(ours_spec_feat.numpy() - feat_spec).max() < 1e-4
         # The network on libDF's features, against onnxruntime on the official graphs.
@@ -230,3 +230,19 @@ def test_importer_bad_inputs_give_one_line_errors(release_graphs, tmp_path, caps
     (tmp_path / "junk.tar.gz").write_bytes(b"\x00" * 100)
     assert main(["import-dfn", str(tmp_path / "junk.tar.gz"), "-o", str(tmp_path / "junk.ckpt")]) == 2
     assert "not a DeepFilterNet release" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["deepfilternet3", "deepfilternet2"])
+def test_exported_onnx_step_equals_pytorch(name, request, tmp_path):
+    from mal.export import open_stream
+    from mal.streaming import run_stream, stream_for
+
+    model = request.getfixturevalue("dfn3" if name == "deepfilternet3" else "dfn2")
+    path = tmp_path / f"{name}.onnx"
+    assert main(["export", name, "-o", str(path)]) == 0
+    rng = np.random.default_rng(2)
+    x = (0.05 * rng.standard_normal(24000) + 0.2 * np.sin(np.arange(24000) * 0.05)).astype(np.float32)
+    onnx_out = run_stream(open_stream(path), x)
+    torch_out = run_stream(stream_for(model), x)
+    assert np.abs(torch_out).max() > 1e-3
+    assert np.abs(onnx_out - torch_out).max() < 1e-4

@@ -29,6 +29,12 @@ def export_onnx(model: DFNet, path: str | os.PathLike, opset: int = 17) -> Path:
     """Write ``model``'s streaming step to ``path`` as ONNX (atomically); returns the path."""
     import onnx
 
+    from mal.models.deepfilternet import DeepFilterNet
+
+    if isinstance(model, DeepFilterNet):
+        from mal.export_dfn import export_deepfilternet
+
+        return export_deepfilternet(model, path, opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
@@ -66,29 +72,44 @@ def export_onnx(model: DFNet, path: str | os.PathLike, opset: int = 17) -> Path:
     return path
 
 
+def open_session(path: str | os.PathLike, num_threads: int = 1):
+    """(onnxruntime session, mal metadata) of an exported stream; one-line errors for bad files."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: ONNX model not found")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__}: {reason[:160]})") from None
+    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if raw is None:
+        raise ValueError(f"{path}: not a mal streaming export (no '{METADATA_KEY}' metadata)")
+    return session, json.loads(raw)
+
+
+def open_stream(path: str | os.PathLike, num_threads: int = 1):
+    """The onnxruntime stream for any mal export (DFNet or DeepFilterNet)."""
+    from mal.export_dfn import FORMAT as DFN_FORMAT, DeepFilterNetOnnxStream
+
+    _, meta = open_session(path, num_threads)
+    if meta.get("format") == DFN_FORMAT:
+        return DeepFilterNetOnnxStream(path, num_threads)
+    return OnnxStream(path, num_threads)
+
+
 class OnnxStream(FrameStream):
     """onnxruntime stream over an exported step: ``process(hop samples) -> hop samples``, ``flush()``."""
 
     def __init__(self, path: str | os.PathLike, num_threads: int = 1):
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: ONNX model not found")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__}: {reason[:160]})") from None
-        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        if raw is None:
-            raise ValueError(f"{path}: not a mal streaming export (no '{METADATA_KEY}' metadata)")
-        meta = json.loads(raw)
+        self.session, meta = open_session(path, num_threads)
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: unsupported export format {meta.get('format')!r}, expected {FORMAT}")
         self.meta = meta

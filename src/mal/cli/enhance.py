@@ -39,9 +39,9 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.onnx:
-        from mal.export import OnnxStream
+        from mal.export import open_stream
 
-        model = OnnxStream(args.onnx, num_threads=args.threads or 1)
+        model = open_stream(args.onnx, num_threads=args.threads or 1)
     else:
         model = load_model(args.model, device=args.device)
         if args.streaming:

@@ -176,6 +176,7 @@ class DeepFilterNetEncoder(nn.Module):
         self.register_buffer("erb_fb", erb_fb, persistent=False)
         self.register_buffer("erb_inv", erb_inv, persistent=False)
         self.spec_scale = 2 * cfg.hop / cfg.n_fft**2  # libDF's analysis normalisation
+        self.dft: tuple[Tensor, Tensor] | None = None  # (analysis, synthesis) matrices for export
         self.erb_conv0 = ConvBlock(1, c, (3, 3))
         self.erb_conv1 = ConvBlock(c, c, (1, 3), fstride=2)
         self.erb_conv2 = ConvBlock(c, c, (1, 3), fstride=2)
@@ -202,20 +203,32 @@ class DeepFilterNetEncoder(nn.Module):
             "emb_gru": z(1, batch, cfg.emb_hidden),
         }
 
+    def analysis(self, chunks: Tensor) -> Tensor:
+        """Windowed rfft of ``chunks`` (B, T, n_fft) as (B, T, F, 2) (re, im) pairs.
+
+        With :meth:`DeepFilterNet.use_dft_matrices` a matrix product (ONNX export), else an FFT.
+        """
+        if self.dft is None:
+            return torch.view_as_real(torch.fft.rfft(chunks * self.window, dim=-1))
+        y = chunks @ self.dft[0]
+        n_bins = y.shape[-1] // 2
+        return torch.stack((y[..., :n_bins], y[..., n_bins:]), dim=-1)
+
     def features(self, samples: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
-        """STFT of ``samples`` (B, k * hop) and libDF's features: (spec, feat_erb, feat_spec, state)."""
+        """STFT of ``samples`` (B, k * hop) and libDF's features: (spec pairs, feat_erb, feat_spec, state)."""
         cfg, alpha = self.cfg, self.cfg.norm_alpha
         x = torch.cat((state["analysis"], samples), dim=1)
-        spec = torch.fft.rfft(x.unfold(-1, cfg.n_fft, cfg.hop) * self.window, dim=-1)  # (B, T, F)
+        chunks = x[:, None] if x.shape[1] == cfg.n_fft else x.unfold(-1, cfg.n_fft, cfg.hop)  # (B, T, n_fft)
+        spec = self.analysis(chunks)  # (B, T, F, 2): (re, im) pairs
         scaled = spec * self.spec_scale
-        power = scaled.real**2 + scaled.imag**2
+        power = scaled.square().sum(-1)
         db = 10 * torch.log10(power @ self.erb_fb + 1e-10)
         erb_mean = dsp.exp_mean(db, alpha, state["erb_norm"])
         feat_erb = ((db - erb_mean) / 40.0).unsqueeze(1)  # (B, 1, T, E)
-        low = scaled[..., : cfg.n_df]
-        mag_mean = dsp.exp_mean(torch.sqrt(low.real**2 + low.imag**2 + 1e-24), alpha, state["spec_norm"])
-        low = low / torch.sqrt(mag_mean)
-        feat_spec = torch.stack((low.real, low.imag), dim=1)  # (B, 2, T, n_df)
+        low = scaled[:, :, : cfg.n_df]
+        mag_mean = dsp.exp_mean(torch.sqrt(low.square().sum(-1) + 1e-24), alpha, state["spec_norm"])
+        low = low / torch.sqrt(mag_mean)[..., None]
+        feat_spec = low.permute(0, 3, 1, 2)  # (B, 2, T, n_df)
         new_state = {"analysis": x[:, x.shape[1] - (cfg.n_fft - cfg.hop) :], "erb_norm": erb_mean[:, -1], "spec_norm": mag_mean[:, -1]}
         return spec, feat_erb, feat_spec, new_state
 
@@ -348,14 +361,14 @@ class DeepFilterNet(EnhancementModel):
         }
 
     def decode_frames(self, enc: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Decoders + mask + deep filter: one output spectral frame per network frame.
+        """Decoders + mask + deep filter: one output spectral frame (B, T, F, 2) per network frame.
 
         Output frame ``j`` of the block is spectral frame ``s_j - delay_frames``.
         """
         cfg, hist = self.cfg, self.history
         gains, erb_h = self.erb_decoder(enc, state["erb_gru"])
         coefs, df_h, convp_ctx = self.df_decoder(enc, state["df_gru"], state["df_convp"])
-        spec = torch.cat((state["spec_hist"], torch.view_as_real(enc["spec"])), dim=1)  # (B, L, F, 2)
+        spec = torch.cat((state["spec_hist"], enc["spec"]), dim=1)  # (B, L, F, 2)
         gain = torch.cat((state["gain_hist"], gains[:, 0]), dim=1)  # (B, L, E)
         coef = torch.cat((state["coef_hist"], coefs), dim=1)
         lsnr = torch.cat((state["lsnr_hist"], enc["lsnr"]), dim=1)
@@ -368,7 +381,7 @@ class DeepFilterNet(EnhancementModel):
         # Spectral frame i is decided by network frame i + la.
         masked = spec[:, :-la] * gain[:, la:, :, None] if la else spec * gain[..., None]
         source = masked if cfg.df_on_masked else spec
-        taps = source[:, :, : cfg.n_df].unfold(1, order, 1)[:, :n_out]  # (B, T, n_df, 2, order)
+        taps = torch.stack([source[:, k : k + n_out, : cfg.n_df] for k in range(order)], dim=-1)  # (B, T, n_df, 2, order)
         start = hist - self.delay_frames  # index of output frame 0 in the concatenation
         c = coef[:, start + la : start + la + n_out]  # (B, T, n_df, order, 2)
         t_re, t_im = taps[:, :, :, 0], taps[:, :, :, 1]
@@ -389,19 +402,28 @@ class DeepFilterNet(EnhancementModel):
             "spec_hist": spec[:, spec.shape[1] - hist :], "gain_hist": torch.cat((state["gain_hist"], gains[:, 0]), 1)[:, -hist:],
             "coef_hist": coef[:, coef.shape[1] - hist :], "lsnr_hist": lsnr[:, lsnr.shape[1] - hist :],
         }
-        return torch.view_as_complex(out.contiguous()), new_state
+        return out, new_state
 
     def frames(self, samples: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Enhance ``samples`` (B, k * hop) from ``state``: k hops out, ``(delay_frames + 1) * hop`` late."""
         cfg = self.cfg
         enc, enc_state = self.encoder.frames(samples, state)
         spec, dec_state = self.decode_frames(enc, state)
-        frames = torch.fft.irfft(spec, n=cfg.n_fft, dim=-1) * self.encoder.window  # (B, T, n_fft)
+        if self.encoder.dft is None:
+            frames = torch.fft.irfft(torch.view_as_complex(spec.contiguous()), n=cfg.n_fft, dim=-1) * self.encoder.window
+        else:
+            frames = torch.cat((spec[..., 0], spec[..., 1]), dim=-1) @ self.encoder.dft[1]  # (B, T, n_fft)
         # Overlap-add (hop = n_fft / 2): output hop j = previous second half + this first half.
         firsts, seconds = frames[..., : cfg.hop], frames[..., cfg.hop :]
         prev = torch.cat((state["ola"][:, None], seconds[:, :-1]), dim=1)
         out = (prev + firsts).flatten(1)
         return out, {**enc_state, **dec_state, "ola": seconds[:, -1]}
+
+    def use_dft_matrices(self, enabled: bool = True) -> None:
+        """Compute the FFTs as matrix products (for ONNX export, which has no complex tensors)."""
+        from mal.streaming import _dft_matrices
+
+        self.encoder.dft = _dft_matrices(self.encoder.window, self.cfg.n_fft) if enabled else None
 
     # -- the model contract ----------------------------------------------------------------
     def decode(self, enc: Encoding) -> Tensor:
@@ -409,7 +431,7 @@ class DeepFilterNet(EnhancementModel):
         x = {"emb": enc.embedding, **enc.extras}
         batch = enc.embedding.shape[0]
         spec, _ = self.decode_frames(x, self.initial_state(batch, enc.embedding.device))
-        spec = spec[:, self.delay_frames :]  # the first outputs are frames before the signal
+        spec = torch.view_as_complex(spec[:, self.delay_frames :].contiguous())  # the first outputs precede the signal
         return dsp.istft(spec, cfg.n_fft, cfg.hop, self.encoder.window, enc.length)
 
     @property

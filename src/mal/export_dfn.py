@@ -1,0 +1,116 @@
+"""ONNX export of one :class:`~mal.models.deepfilternet.DeepFilterNet` streaming step.
+
+The graph is :meth:`DeepFilterNet.frames` itself on one hop (its FFTs as matrix products),
+so the exported step is the offline computation by construction. Inputs ``frame`` (1, hop)
+and the states (names in the metadata, in order); outputs ``out`` (1, hop) and ``new_<state>``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mal.models.deepfilternet import DeepFilterNet
+
+FORMAT = "mal-deepfilternet-stream/1"
+
+
+class _Step(nn.Module):
+    def __init__(self, model: DeepFilterNet, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, frame: torch.Tensor, *states: torch.Tensor):
+        out, new = self.model.frames(frame, dict(zip(self.names, states)))
+        return (out, *(new[n] for n in self.names))
+
+
+def export_deepfilternet(model: DeepFilterNet, path: str | os.PathLike, opset: int = 17) -> Path:
+    """Write ``model``'s streaming step to ``path`` (atomically); returns the path."""
+    import onnx
+
+    from mal.export import METADATA_KEY
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    model = copy.deepcopy(model).cpu().eval()
+    model.use_dft_matrices()
+    states = model.initial_state(1)
+    names = list(states)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+            torch.onnx.export(
+                _Step(model, names), (torch.zeros(1, model.cfg.hop), *states.values()), str(tmp), dynamo=False,
+                opset_version=opset, input_names=["frame", *names], output_names=["out", *(f"new_{n}" for n in names)],
+            )
+        graph = onnx.load(str(tmp))
+        meta = {
+            "format": FORMAT, "sample_rate": model.cfg.sample_rate, "hop": model.cfg.hop,
+            "delay_samples": (model.delay_frames + 1) * model.cfg.hop,
+            "latency_samples": model.cfg.n_fft + model.delay_frames * model.cfg.hop, "states": names,
+            "initial_states": {k: v.reshape(-1).tolist() for k, v in states.items() if v.abs().max() > 0},
+            "model": model.config_dict(), "licence": getattr(model, "metadata", {}).get("licence", ""),
+        }
+        onnx.helper.set_model_props(graph, {METADATA_KEY: json.dumps(meta)})
+        onnx.save(graph, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class DeepFilterNetOnnxStream:
+    """onnxruntime stream over an exported DeepFilterNet step: ``process(hop) -> hop``, ``flush()``."""
+
+    def __init__(self, path: str | os.PathLike, num_threads: int = 1):
+        from mal.export import open_session
+
+        self.session, meta = open_session(path, num_threads)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: unsupported export format {meta.get('format')!r}, expected {FORMAT}")
+        self.meta = meta
+        self.hop, self.sample_rate = meta["hop"], meta["sample_rate"]
+        self.delay_samples, self.latency_samples = meta["delay_samples"], meta["latency_samples"]
+        self._names = meta["states"]
+        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        self._initial = {
+            n: np.asarray(meta["initial_states"].get(n, np.zeros(int(np.prod(shapes[n])))), np.float32).reshape(shapes[n])
+            for n in self._names
+        }
+        self._outputs = ["out", *(f"new_{n}" for n in self._names)]
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new signal."""
+        self._states = [v.copy() for v in self._initial.values()]
+        self._steps = 0
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """Enhance the next block (a multiple of ``hop`` samples)."""
+        frame = np.asarray(frame, dtype=np.float32).reshape(-1)
+        if len(frame) % self.hop:
+            raise ValueError(f"process() takes a multiple of hop={self.hop} samples, got {len(frame)}")
+        blocks = []
+        for i in range(0, len(frame), self.hop):
+            feed = {"frame": frame[None, i : i + self.hop], **dict(zip(self._names, self._states))}
+            out, *self._states = self.session.run(self._outputs, feed)
+            blocks.append(out[0])
+            self._steps += 1
+        return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+    def flush(self) -> np.ndarray:
+        """End the signal: the last ``delay_samples`` of output; the stream restarts."""
+        if self._steps == 0:
+            return np.zeros(0, dtype=np.float32)
+        tail = self.process(np.zeros(self.delay_samples, dtype=np.float32))
+        self.reset()
+        return tail
