@@ -65,6 +65,8 @@ def test_selection_rule_named_then_worst_best_median():
     assert every.files == ["b", "c", "a", "d", "e", "f"]  # then the rest, worst first, unranked last
     one = select_files({"x": 1.0}, ["x"], [], everything=False)
     assert one.files == ["x"] and one.reasons["x"] == ["worst gain", "best gain", "median gain"]
+    unranked = select_files({}, ["p", "q", "r", "s"], [], everything=False)
+    assert unranked.files == ["p", "q", "r"] and unranked.reasons["p"] == ["nothing to rank by"]
     with pytest.raises(ValueError, match="no file named zz"):
         select_files(gains, list(gains), ["zz"], everything=False)
 

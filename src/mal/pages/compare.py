@@ -6,7 +6,7 @@ system's own value when there is no Noisy row, or when the selection system is N
 By default the files named with ``--listen ID`` come first, then the worst, best and
 median file by that gain; ``--listen all`` adds every other file, worst first. Files are
 added in that order until the media would pass ``max_bytes``; the rest are listed as left
-out. The selection system is ``--listen-system``, else the reference when it is not Noisy,
+out; with nothing to rank by, the first three files. The selection system is ``--listen-system``, else the reference when it is not Noisy,
 else the first system after Noisy.
 """
 
@@ -40,11 +40,13 @@ class Selection:
     reasons: dict[str, list[str]]
     gains: dict[str, float]
     system: str
-    metric: str
+    metric: str | None
     left_out: list[str] = field(default_factory=list)
 
     def describe(self, noisy: str | None) -> str:
         """What the gain is, in words."""
+        if self.metric is None:
+            return "nothing (no metric was scored)"
         if noisy and noisy != self.system:
             return f"{self.metric} of {self.system} minus {noisy}"
         return f"{self.metric} of {self.system}"
@@ -61,19 +63,21 @@ def selection_system(systems: list[str], reference: str, chosen: str | None = No
     return next((s for s in systems if s.lower() != "noisy"), reference)
 
 
-def selection_metric(columns: list[str], chosen: str | None = None) -> str:
+def selection_metric(columns: list[str], chosen: str | None = None) -> str | None:
     """``chosen``, else the first of WB-PESQ, SI-SDR, ESTOI, STOI, DNSMOS OVRL, NISQA scored, else the first column."""
     if chosen is not None:
         if chosen not in columns:
             raise ValueError(f"--listen-metric {chosen!r} was not scored; scored: {', '.join(columns)}")
         return chosen
     if not columns:
-        raise ValueError("no metric was scored: cannot rank files for listening")
+        return None  # nothing scored: only files named with --listen are shown
     return next((m for m in SELECTION_METRICS if m in columns), columns[0])
 
 
-def file_gains(rows: list[dict], system: str, metric: str, noisy: str | None) -> dict[str, float]:
+def file_gains(rows: list[dict], system: str, metric: str | None, noisy: str | None) -> dict[str, float]:
     """``{file: gain}`` of ``system`` over ``noisy`` on ``metric`` (positive = better); finite values only."""
+    if metric is None:
+        return {}
     sign = 1.0 if METRIC_INFO[metric].higher_is_better else -1.0
     mine = {r["file"]: r.get(metric, math.nan) for r in rows if r["system"] == system}
     base = {r["file"]: r.get(metric, math.nan) for r in rows if r["system"] == noisy} if noisy and noisy != system else {}
@@ -86,7 +90,7 @@ def file_gains(rows: list[dict], system: str, metric: str, noisy: str | None) ->
 
 
 def select_files(gains: dict[str, float], universe: list[str], named: list[str], everything: bool,
-                 system: str = "", metric: str = "") -> Selection:
+                 system: str = "", metric: str | None = None) -> Selection:
     """The listening selection: named files, then worst, best, median gain (then all others, worst first)."""
     unknown = [n for n in named if n not in universe]
     if unknown:
@@ -104,6 +108,9 @@ def select_files(gains: dict[str, float], universe: list[str], named: list[str],
         add(ranked[0], "worst gain")
         add(ranked[-1], "best gain")
         add(ranked[(len(ranked) - 1) // 2], "median gain")
+    else:
+        for name in universe[:3]:
+            add(name, "nothing to rank by")
     if everything:
         for name in [*ranked, *sorted(set(universe) - set(ranked))]:
             reasons.setdefault(name, ["all files"])
@@ -172,7 +179,7 @@ def write_compare_page(out_dir: str | os.PathLike, systems: dict[str, str], clea
             gain = selection.gains.get(file_id)
             gain_text = f"; gain {gain:+.3f}" if gain is not None else ""
             panels.append(html.panel(f"f-{_safe(file_id)}", f"{file_id} ({why}{gain_text})", meta, views,
-                                     "difference to clean (dB)"))
+                                     "difference to clean (dB)" if clean else "(no clean reference)", "Clean"))
     selection.files = kept
     body = _body(summary, comparisons, columns, names, reference, rows, universe, listings, clean_files, selection,
                  panels, noisy, alpha, max_bytes)

@@ -44,7 +44,7 @@ def write_consistency_page(out_dir: Path, curves: dict[str, dict[str, list[float
                     signals.append((f"{model}: {_passes_label(it)}", snaps.get(it), "" if it in snaps else note))
             meta, views = media.render_signals(stage / folder_name, f"{MEDIA_FOLDER}/{folder_name}", signals, rate,
                                                "input", "input", bars)
-            panels.append(html.panel(f"clip-{k}", Path(path).name, meta, views, "difference to input (dB)"))
+            panels.append(html.panel(f"clip-{k}", Path(path).name, meta, views, "difference to input (dB)", "input"))
     body = ["<p class='legend'>Each clip is enhanced, the output fed back in, again and again, per model "
             f"({iterations} passes). Also here: <a href='curves.csv'>curves.csv</a>, "
             "<a href='consistency.json'>consistency.json</a>.</p>",

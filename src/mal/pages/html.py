@@ -97,7 +97,7 @@ class SignalView:
     detail: str = ""
 
 
-def panel(anchor: str, title: str, meta: str, signals: list[SignalView], difference_title: str) -> str:
+def panel(anchor: str, title: str, meta: str, signals: list[SignalView], difference_title: str, reference: str) -> str:
     """A file's panel: per signal a pick button, spectrogram, difference image and audio player."""
     rows = [f"<div class='sigrow head'><span>signal (key)</span><span>spectrogram</span>"
             f"<span>{escape(difference_title)}</span><span>audio</span></div>"]
@@ -111,7 +111,7 @@ def panel(anchor: str, title: str, meta: str, signals: list[SignalView], differe
         detail = f" <small>{escape(sig.detail)}</small>" if sig.detail else ""
         image = f"<img src='{escape(sig.spectrogram)}' alt='spectrogram of {escape(sig.name)}'>" if sig.spectrogram else "<span></span>"
         diff = (f"<img src='{escape(sig.difference)}' alt='difference of {escape(sig.name)}'>" if sig.difference
-                else "<span class='hint'>(reference)</span>")
+                else f"<span class='hint'>{'(reference)' if sig.name == reference else ''}</span>")
         rows.append(f"<div class='sigrow'><button class='pick' data-index='{index}'>{key} {escape(sig.name)}{detail}</button>"
                     f"{image}{diff}<audio controls preload='metadata' src='{escape(sig.audio)}'></audio></div>")
         if sig.note:
