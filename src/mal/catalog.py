@@ -71,3 +71,24 @@ def full_band_model(rate: int) -> CatalogEntry | None:
     """The lowest-rate pretrained model whose rate covers ``rate`` (None when the catalog has none)."""
     candidates = [e for e in pretrained_entries() if e.sample_rate >= rate]
     return min(candidates, key=lambda e: e.sample_rate, default=None)
+
+
+def public_entries() -> list[CatalogEntry]:
+    """DeepFilterNet2 / DeepFilterNet3 with their official weights, where they are found offline."""
+    from mal.models import count_parameters
+    from mal.public_models import dfn2_release, dfn3_release, import_dfn
+
+    rows = []
+    for name, find in (("deepfilternet3", dfn3_release), ("deepfilternet2", dfn2_release)):
+        try:
+            source = find()
+        except FileNotFoundError as err:
+            rows.append(CatalogEntry(name, "missing", 48000, 0, "MIT OR Apache-2.0", str(err)))
+            continue
+        model = import_dfn(source)
+        rows.append(CatalogEntry(name, "pretrained", model.sample_rate, count_parameters(model),
+                                 "MIT OR Apache-2.0 (Hendrik Schroeter)", f"official release, imported from {source}"))
+    return rows
+
+
+EXTRA_SOURCES.append(public_entries)
