@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
-from scipy.signal import lfilter
-
 from mal.io import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
@@ -151,14 +149,15 @@ def needs_clipping(subtype: str) -> bool:
 
 
 LIMIT_KNEE = 0.9  # soft_limit leaves samples below this magnitude untouched
+LIMIT_CEILING = 0.99  # and keeps every sample below this one (-0.09 dBFS; 32440 in 16-bit)
 
 
-def soft_limit(x: np.ndarray, knee: float = LIMIT_KNEE) -> tuple[np.ndarray, int]:
-    """Bend peaks above ``knee`` smoothly towards full scale so nothing clips; (samples, count over 1).
+def soft_limit(x: np.ndarray, knee: float = LIMIT_KNEE, ceiling: float = LIMIT_CEILING) -> tuple[np.ndarray, int]:
+    """Bend peaks above ``knee`` smoothly towards ``ceiling`` so nothing clips; (samples, count over 1).
 
-    ``knee + (1 - knee) * tanh((|x| - knee) / (1 - knee))``: equal to ``x`` up to the knee, the
-    same slope there, and always below 1. It works sample by sample, so streamed output needs
-    no second pass; the count is of samples that plain clipping would have cut.
+    ``knee + (ceiling - knee) * tanh((|x| - knee) / (ceiling - knee))``: equal to ``x`` up to
+    the knee, the same slope there, never above the ceiling. It works sample by sample, so
+    streamed output needs no second pass; the count is of samples plain clipping would cut.
     """
     magnitude = np.abs(x)
     over = magnitude > knee
@@ -166,9 +165,8 @@ def soft_limit(x: np.ndarray, knee: float = LIMIT_KNEE) -> tuple[np.ndarray, int
     if not over.any():
         return x, count
     y = x.copy()
-    span = 1.0 - knee
-    bent = knee + span * np.tanh((magnitude[over] - knee) / span)
-    y[over] = np.sign(x[over]) * np.minimum(bent, 1.0 - 2.0**-15)  # tanh rounds to 1 in float32 far out
+    span = ceiling - knee
+    y[over] = np.sign(x[over]) * (knee + span * np.tanh((magnitude[over] - knee) / span))
     return y, count
 
 
@@ -194,6 +192,8 @@ def active_speech_level(x: np.ndarray, sample_rate: int) -> float:
     threshold, the last sample above it: memory stays constant for an hour-long file
     (whole-signal float64/int64 temporaries took ~55 bytes per sample).
     """
+    from scipy.signal import lfilter  # here, not at the top: scipy.signal takes a while to import
+
     x = np.asarray(x)
     margin_db, hangover = 15.9, int(np.ceil(0.2 * sample_rate))
     g = np.exp(-1.0 / (0.03 * sample_rate))

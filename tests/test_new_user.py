@@ -1,0 +1,250 @@
+"""What a new user hit (issue 16): one-line errors, batches that go on, levels, logs, start-up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from mal.cli import main
+from mal.enhance import save_model
+from mal.models import build_model
+
+RATE = 16000
+TINY = {"preset": "dfnet_16k", "conv_ch": 8, "emb_dim": 32, "df_hidden": 32}
+REPO = Path(__file__).resolve().parents[1]
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+def tone(seconds: float = 0.5, rate: int = RATE, peak: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    x = np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0) + 0.05 * np.random.default_rng(0).standard_normal(len(t))
+    return (peak * x / np.abs(x).max()).astype(np.float32)
+
+
+def write(path: Path, x: np.ndarray, rate: int = RATE, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x, rate, **kw)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(build_model(TINY).eval(), path)
+    return path
+
+
+def enhance(model_file: Path, inputs: list[Path], out: Path, capsys, *extra: str) -> tuple[int, str, str]:
+    code = main(["enhance", *map(str, inputs), "-o", str(out), "--model", str(model_file), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("mal: error:")]
+
+
+# -- tracebacks that are now one line ----------------------------------------------------------
+@NO_CUDA
+def test_cuda_device_without_cuda_is_one_line(model_file, tmp_path, capsys):
+    code, _, err = enhance(model_file, [write(tmp_path / "a.wav", tone())], tmp_path / "out", capsys, "--device", "cuda:0")
+    assert code == 2 and error_lines(err) == [err.strip()] and "--device cuda:0: CUDA is not available" in err
+
+
+def test_onnx_option_with_a_non_onnx_file_is_one_line(model_file, tmp_path, capsys):
+    bad = tmp_path / "notackpt.ckpt"
+    bad.write_bytes(np.random.default_rng(0).bytes(4000))
+    code, _, err = enhance(model_file, [write(tmp_path / "a.wav", tone())], tmp_path / "out", capsys, "--onnx", str(bad))
+    assert code == 2 and err.strip() == error_lines(err)[0] and f"{bad}: not a readable ONNX model" in err
+
+
+def train_args(toy_data: Path, out: Path) -> list[str]:
+    return ["-o", str(out), "--data", str(toy_data), f"model={json.dumps(TINY)}", "data.speech_dirs=[speech]",
+            "data.noise_dirs=[noise]", "data.num_workers=0"]
+
+
+@pytest.mark.parametrize("extra", [["--accelerator", "gpu"], ["--resume"]], ids=["gpu", "resume_empty"])
+def test_training_that_fails_at_start_leaves_nothing(toy_data, tmp_path, capsys, extra):
+    if extra[0] == "--accelerator" and torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    out = tmp_path / "run"
+    assert main(["train", *train_args(toy_data, out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and ("trainer.accelerator=gpu" in err or "no checkpoint to resume from" in err)
+    assert not out.exists()  # no config.yaml, no split.json, no folders
+    out.mkdir()  # an existing, empty run folder stays, and stays empty
+    assert main(["train", *train_args(toy_data, out), *extra]) == 2
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_finetune_from_random_bytes_is_one_line(toy_data, tmp_path, capsys):
+    bad = tmp_path / "notackpt.ckpt"
+    bad.write_bytes(np.random.default_rng(0).bytes(4000))
+    out = tmp_path / "run"
+    code = main(["finetune", "--from", str(bad), "--config", str(REPO / "configs" / "mal_frozen.yaml"),
+                 *train_args(toy_data, out)])
+    err = capsys.readouterr().err
+    assert code == 2 and error_lines(err) == [f"mal: error: {bad}: not a readable checkpoint (UnpicklingError)"]
+    assert not out.exists()
+
+
+def test_data_folder_error_says_what_the_root_resolved_against(tmp_path, capsys):
+    assert main(["train", "--config", str(REPO / "configs" / "baseline.yaml"), "-o", str(tmp_path / "run"),
+                 "--data", str(tmp_path / "nowhere")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "data.speech_dirs: folder not found" in line and f"resolved against the data root {tmp_path / 'nowhere'}" in line
+    assert "--data" in line
+
+
+# -- batches and outputs -----------------------------------------------------------------------
+def test_mp3_in_a_batch_is_enhanced_and_an_unwritable_output_fails_alone(model_file, tmp_path, capsys):
+    src = tmp_path / "in"
+    inputs = [write(src / "a.wav", tone()), write(src / "b.ogg", tone()), write(src / "c.mp3", tone()),
+              write(src / "d.wav", tone())]
+    out = tmp_path / "out"
+    (out / "d.wav").mkdir(parents=True)  # d's output cannot be written
+    code, stdout, err = enhance(model_file, inputs, out, capsys, "--overwrite", "--quiet")
+    assert code == 1 and "wrote 3 file(s)" in stdout
+    failed = [line for line in err.splitlines() if line.startswith("  ")]
+    assert len(failed) == 1 and f"{src / 'd.wav'}: cannot write {out / 'd.wav'}" in failed[0] and ".part" not in err
+    assert sf.info(str(out / "c.mp3")).format == "MP3" and sf.info(str(out / "b.ogg")).format == "OGG"
+    # a folder walk finds the mp3 too
+    code, stdout, _ = enhance(model_file, [src], tmp_path / "out2", capsys, "--quiet")
+    assert code == 0 and sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["a.wav", "b.ogg", "c.mp3", "d.wav"]
+
+
+def test_a_container_that_cannot_be_written_falls_back_to_flac(model_file, tmp_path, capsys, monkeypatch):
+    import mal.batch
+
+    monkeypatch.setattr(mal.batch, "writable", lambda path: path.suffix != ".mp3")  # as with a libsndfile without LAME
+    mp3 = write(tmp_path / "in" / "c.mp3", tone())
+    code, _, err = enhance(model_file, [mp3], tmp_path / "out", capsys, "--quiet")
+    assert code == 0 and [p.name for p in (tmp_path / "out").iterdir()] == ["c.flac"]
+    assert f"{mp3} written as {tmp_path / 'out' / 'c.flac'}" in err
+
+
+def test_output_beside_the_inputs_with_a_suffix_and_never_into_the_output_folder(model_file, tmp_path, capsys):
+    src = tmp_path / "in"
+    write(src / "a.wav", tone())
+    write(src / "sub" / "b.wav", tone())
+    code, _, err = enhance(model_file, [src], src, capsys)
+    assert code == 2 and "pass --suffix _enhanced" in err
+    for _ in range(2):  # the rerun skips its outputs instead of enhancing them again
+        assert enhance(model_file, [src], src, capsys, "--suffix", "_enh", "--quiet")[0] == 0
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("*.wav")) == ["a.wav", "a_enh.wav", "sub/b.wav", "sub/b_enh.wav"]
+    for _ in range(2):
+        assert enhance(model_file, [src], src / "enh", capsys, "--overwrite", "--quiet")[0] == 0
+    assert not (src / "enh" / "enh").exists()
+    assert sorted(str(p.relative_to(src / "enh")) for p in (src / "enh").rglob("*.wav")) == [
+        "a.wav", "a_enh.wav", "sub/b.wav", "sub/b_enh.wav"]
+
+
+class Louder(torch.nn.Module):
+    """A model whose output is 1.5 times its input (what raised clean speech's level)."""
+
+    sample_rate, window_samples, lookahead_samples = RATE, 320, 320
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gain * x
+
+
+def test_loud_output_is_limited_not_clipped_and_reported(tmp_path, capsys):
+    from mal.batch import enhance_files
+    from mal.cli.enhance import print_notes
+
+    x = tone(peak=0.99)
+    src = write(tmp_path / "in" / "loud.wav", x, subtype="PCM_16")
+    result = enhance_files(Louder(), [src], tmp_path / "out", progress=False)
+    y, _ = sf.read(str(tmp_path / "out" / "loud.wav"), dtype="int16")
+    assert np.abs(y.astype(int)).max() < 32500  # nothing at full scale (32767): peaks end below 0.99
+    quiet = np.abs(x * 1.5) < 0.9  # below the knee the output is the model's, exactly
+    np.testing.assert_allclose(y[quiet] / 32768, 1.5 * x[quiet], atol=2e-4)
+    over = int(np.count_nonzero(np.abs(1.5 * x) > 1))
+    assert result.over_full_scale == [(tmp_path / "out" / "loud.wav", over)] and over > 0
+    print_notes(result, RATE)
+    assert f"1 output(s) went above full scale: {tmp_path / 'out' / 'loud.wav'} ({over} samples)" in capsys.readouterr().err
+
+
+def test_wider_band_input_is_noted_once(model_file, tmp_path, capsys):
+    files = [write(tmp_path / "in" / f"{n}.wav", tone(rate=48000), rate=48000) for n in ("a", "b")]
+    code, _, err = enhance(model_file, [*files, write(tmp_path / "in" / "c.wav", tone())], tmp_path / "out", capsys, "--quiet")
+    notes = [line for line in err.splitlines() if "nothing above" in line]
+    assert code == 0 and len(notes) == 1
+    assert "is 48000 Hz (and 1 more file(s)) but the model works at 16000 Hz: nothing above 8 kHz is kept" in notes[0]
+    code, _, err = enhance(model_file, [tmp_path / "in" / "c.wav"], tmp_path / "out2", capsys, "--quiet")
+    assert "nothing above" not in err
+
+
+# -- logs and start-up -------------------------------------------------------------------------
+def test_progress_off_a_terminal_is_plain_lines(model_file, tmp_path, capsys):
+    files = [write(tmp_path / "in" / f"{n}.wav", tone()) for n in ("a", "b")]
+    _, _, err = enhance(model_file, files, tmp_path / "out", capsys)
+    assert "\r" not in err and "enhance: 2/2 files (100%)" in err
+    _, _, err = enhance(model_file, files, tmp_path / "out2", capsys, "--quiet")
+    assert "enhance:" not in err
+    code = main(["evaluate", "--clean", str(tmp_path / "in"), "--enhanced", str(tmp_path / "out"), "-o",
+                 str(tmp_path / "ev"), "--metrics", "sisdr", "--no-cache"])
+    err = capsys.readouterr().err
+    assert code == 0 and "scoring: 2/2 files (100%)" in err and "\r" not in err
+
+
+def test_training_log_is_plain_and_quiet(model_file, toy_data, tmp_path):
+    """A stage-2 run logged to a file: no Lightning tips, LeafSpec or FLOPs noise; the snapshot said once."""
+    cmd = [sys.executable, "-m", "mal", "finetune", "--from", str(model_file), "--config",
+           str(REPO / "configs" / "mal_frozen.yaml"), *train_args(toy_data, tmp_path / "run"), "data.segment_seconds=0.5",
+           "data.batch_size=4", "data.train_size=8", "data.val_size=4", "trainer.max_epochs=1", "trainer.threads=1",
+           "trainer.log_every_n_steps=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    for noise in ("💡", "LeafSpec", "FLOPs", "eval mode at the start", "\r"):
+        assert noise not in log, noise
+    assert log.count("frozen snapshot") == 1 and "epoch 1/1: train/loss" in log
+
+
+STARTUP = """
+import sys
+from mal.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in ("torch", "lightning", "librosa", "scipy", "pesq") if m in sys.modules)
+print("HEAVY", ",".join(heavy), "CODE", code)
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--config", "configs/baseline.yaml", "--data", "/nonexistent-data-root"],
+    ["enhance", "/nonexistent-input-folder/", "-o", "/nonexistent-out/x", "--overwrite"],
+], ids=["train_bad_data", "enhance_output_in_input"])
+def test_argument_errors_come_before_the_heavy_imports(args, tmp_path):
+    if args[0] == "enhance":  # an output folder that is the input folder: refused before torch loads
+        write(tmp_path / "in" / "a.wav", tone())
+        args = ["enhance", str(tmp_path / "in"), "-o", str(tmp_path / "in")]
+    proc = subprocess.run([sys.executable, "-c", STARTUP, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert "HEAVY  CODE 2" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_version_models_and_what_a_config_trains(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == "mal 0.1.0"
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in listing.splitlines()[1:-1]}
+    assert {"default", "dfnet_16k", "dfnet_48k"} <= set(rows)
+    assert "pretrained  16 kHz" in rows["default"] and "preset      48 kHz  2.35 M  MIT" in rows["dfnet_48k"]
+    assert main(["info", "--list"]) == 0 and capsys.readouterr().out == listing
+    assert main(["info", str(REPO / "configs" / "mal_dynamic.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "variant mal-dynamic" in out and "L_mal (model as loss, bottleneck), weight 1" in out and "L_df" in out
