@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["train", "finetune", "enhance", "info", "evaluate", "compare", "consistency", "export", "import_dfn", "models", "demo"]
+COMMANDS = ["train", "finetune", "enhance", "info", "evaluate", "compare", "consistency", "export", "import-dfn", "models", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,9 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"mal.cli.{name}")
+            module = importlib.import_module(f"mal.cli.{name.replace('-', '_')}")
         except ModuleNotFoundError as err:
-            if err.name == f"mal.cli.{name}":
+            if err.name == f"mal.cli.{name.replace('-', '_')}":
                 continue  # command not built yet in this checkout
             raise
         module.add_parser(sub)
