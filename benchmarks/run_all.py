@@ -19,6 +19,7 @@ BENCHMARKS = [
     ("speed", "bench_speed.py", []),
     ("training", "bench_training.py", []),
     ("evaluate", "bench_evaluate.py", []),
+    ("startup", "bench_startup.py", []),
 ]
 
 
