@@ -92,7 +92,7 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
     holds audio and spectrograms after ``spectrogram_passes`` of the first ``listen_clips``
     inputs (None: all; 0: no page).
     """
-    from tqdm import tqdm
+    from mal.progress import Progress
 
     from mal.report import write_text_atomic
 
@@ -113,8 +113,7 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
     per_file = {name: np.full((len(scorers), iterations + 1, len(signals)), np.nan) for name in models}
     kept = len(signals) if listen_clips is None else min(listen_clips, len(signals))
     snapshots: dict[str, list[dict[int, np.ndarray]]] = {name: [{} for _ in range(max(1, kept))] for name in models}
-    bar = tqdm(total=len(models) * len(signals) * (iterations + 1), desc="consistency", unit="pass",
-               disable=None if progress else True)
+    bar = Progress(len(models) * len(signals) * (iterations + 1), "consistency", unit="pass", quiet=not progress)
     for name, enhance in models.items():
         for f, (_, samples, rate) in enumerate(signals):
             x = samples

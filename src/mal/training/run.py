@@ -241,11 +241,11 @@ def train(cfg: dict, resume: bool = False) -> Path:
     check_variant(cfg["finetune"]["variant"])
     with _clean_up_failed_start(cfg) as first_step:
         resume_path = _resume_path(cfg, resume)
-        trainer = _trainer(cfg, (first_step,))
         data = EnhancementData(cfg)
         data.setup()  # fail on bad data paths before the model is built
         _prepare(cfg)  # seeds first: the initial weights must depend on cfg["seed"] only
         task = EnhancementTask(cfg)
+        trainer = _trainer(cfg, (first_step,))  # after every check of ours: Lightning starts logging here
         _save_config(cfg)
         _describe(task)
         trainer.fit(task, datamodule=data, ckpt_path=resume_path)
@@ -271,13 +271,13 @@ def finetune(cfg: dict, stage1: str | os.PathLike, resume: bool = False) -> Path
         cfg = {**cfg, "data": {**cfg["data"], "sample_rate": start.sample_rate}}
     with _clean_up_failed_start(cfg) as first_step:
         resume_path = _resume_path(cfg, resume)
-        trainer = _trainer(cfg, (first_step,))
         data = EnhancementData(cfg)
         data.setup()
         _prepare(cfg)  # seeds first, as in train()
         task = EnhancementTask(cfg, model_spec=start.config_dict())
         task.model.load_state_dict(start.state_dict())
         task.take_snapshot()  # MAL-encoder = the stage-1 encoder
+        trainer = _trainer(cfg, (first_step,))
         _save_config(cfg)
         _describe(task)
         trainer.fit(task, datamodule=data, ckpt_path=resume_path)
