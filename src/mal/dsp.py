@@ -105,6 +105,8 @@ def exp_mean(x: Tensor, alpha: float, init: Tensor, chunk: int = 128) -> Tensor:
     Returns the running means ``s_t`` for every frame.
     """
     batch, n_frames = x.shape[:2]
+    if n_frames == 1:  # one streaming step: the recursion itself
+        return (1 - alpha) * x + alpha * init.expand(x.shape[0:1] + x.shape[2:]).to(x.dtype).unsqueeze(1)
     flat = x.reshape(batch, n_frames, -1)
     state = init.expand(x.shape[0:1] + x.shape[2:]).reshape(batch, -1).to(x.dtype)
     t = min(chunk, n_frames)
