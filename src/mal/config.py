@@ -51,9 +51,15 @@ DEFAULTS: dict[str, Any] = {
             "ssl_model_path": None,
             "layer": "conv",
         },
+        "ext": {  # a frozen external network's features (mal.losses.external)
+            "weight": 0.0,
+            "kind": "dfn3",  # dfn3 | dfn2 | nisqa | wavlm | wav2vec2 | hubert
+            "path": None,  # model file / public name / nisqa.tar / SSL directory; None = the default
+            "layer": None,  # None = the kind's default (emb, cnn, conv)
+        },
     },
     "finetune": {
-        "variant": None,  # baseline-continued | mal-frozen-fe | mal-frozen | mal-dynamic | wavlm | wavlm-fe | wavlm-mal
+        "variant": None,  # baseline-continued | mal-frozen-fe | mal-frozen | mal-dynamic | ext | ext-fe | ext-mal | wavlm | wavlm-fe | wavlm-mal
         "refresh_every_steps": None,
         "select_by": "val/loss",
         "select_mode": "min",

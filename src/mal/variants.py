@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 VARIANTS = {
-    # name: (uses MAL, refresh snapshot each epoch, uses SSL, freeze own encoder)
-    "baseline-continued": (False, False, False, False),
-    "mal-frozen-fe": (True, False, False, True),
-    "mal-frozen": (True, False, False, False),
-    "mal-dynamic": (True, True, False, False),
-    "wavlm": (False, False, True, False),
-    "wavlm-fe": (False, False, True, True),
-    "wavlm-mal": (True, False, True, True),
+    # name: (uses MAL, refresh snapshot each epoch, external feature loss, freeze own encoder);
+    # the external loss is read from loss.ext ("ext") or, for the wavlm names, loss.ssl ("ssl")
+    "baseline-continued": (False, False, None, False),
+    "mal-frozen-fe": (True, False, None, True),
+    "mal-frozen": (True, False, None, False),
+    "mal-dynamic": (True, True, None, False),
+    "ext": (False, False, "ext", False),
+    "ext-fe": (False, False, "ext", True),
+    "ext-mal": (True, False, "ext", True),
+    "wavlm": (False, False, "ssl", False),  # = ext / ext-fe / ext-mal with loss.ssl's WavLM
+    "wavlm-fe": (False, False, "ssl", True),
+    "wavlm-mal": (True, False, "ssl", True),
 }
 
 
@@ -21,18 +25,16 @@ def check_variant(name: str | None) -> None:
 
 
 def loss_weights(config: dict) -> dict[str, float]:
-    """``{"df", "mal", "ssl"}`` weights: the config's, where a variant that asks for a loss turns it on at 1."""
+    """``{"df", "mal", "ssl", "ext"}`` weights: the config's, where a variant that asks for a loss turns it on at 1."""
     variant = config["finetune"]["variant"]
     check_variant(variant)
-    use_mal, _, use_ssl, _ = VARIANTS.get(variant, (False,) * 4)
+    use_mal, _, external, _ = VARIANTS.get(variant, (False, False, None, False))
     losses = config["loss"]
-    mal = float(losses["mal"]["weight"]) if (use_mal or variant is None) else 0.0
-    ssl = float(losses["ssl"]["weight"]) if (use_ssl or variant is None) else 0.0
-    if use_mal and mal <= 0:
-        mal = 1.0  # the variant asks for MAL: the paper's equal proportion
-    if use_ssl and ssl <= 0:
-        ssl = 1.0
-    return {"df": float(losses["df"]["weight"]), "mal": mal, "ssl": ssl}
+    weights = {"df": float(losses["df"]["weight"])}
+    for name, used in (("mal", use_mal), ("ssl", external == "ssl"), ("ext", external == "ext")):
+        weight = float(losses[name]["weight"]) if (used or variant is None) else 0.0
+        weights[name] = 1.0 if used and weight <= 0 else weight  # asked for: the paper's equal proportion
+    return weights
 
 
 def describe_training(config: dict) -> list[str]:
@@ -52,4 +54,9 @@ def describe_training(config: dict) -> list[str]:
         lines.append(f"L_mal (model as loss, {losses['mal']['stages']}), weight {weights['mal']:g}; MAL-encoder {when}")
     if weights["ssl"] > 0:
         lines.append(f"SSL feature loss ({losses['ssl']['kind']}, layer {losses['ssl']['layer']}), weight {weights['ssl']:g}")
+    if weights["ext"] > 0:
+        ext = losses["ext"]
+        where = f", {ext['path']}" if ext["path"] else ""
+        layer = ext["layer"] if ext["layer"] is not None else "default"
+        lines.append(f"external feature loss ({ext['kind']}{where}, layer {layer}), frozen, weight {weights['ext']:g}")
     return lines

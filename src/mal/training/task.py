@@ -1,19 +1,25 @@
-"""The LightningModule: a model, its losses (L_df, optional Model-as-Loss and SSL terms),
+"""The LightningModule: a model, its losses (L_df, optional Model-as-Loss and external-network terms),
 the optimiser and the Model-as-Loss snapshot schedule.
 
 Fine-tuning variants (``finetune.variant``) decide what trains and which extra losses run:
 
 =====================  ===========  ===============  =========================
-variant                L_mal        SSL loss         own encoder
+variant                L_mal        external loss    own encoder
 =====================  ===========  ===============  =========================
 baseline-continued     -            -                trains
 mal-frozen-fe          stage-1      -                frozen (decoders train)
 mal-frozen             stage-1      -                trains
 mal-dynamic            every epoch  -                trains
-wavlm                  -            yes              trains
-wavlm-fe               -            yes              frozen
-wavlm-mal              stage-1      yes              frozen
+ext                    -            loss.ext         trains
+ext-fe                 -            loss.ext         frozen
+ext-mal                stage-1      loss.ext         frozen
+wavlm                  -            loss.ssl         trains
+wavlm-fe               -            loss.ssl         frozen
+wavlm-mal              stage-1      loss.ssl         frozen
 =====================  ===========  ===============  =========================
+
+The external network (``loss.ext.kind``: DeepFilterNet encoder, NISQA, WavLM, ...) is frozen
+and kept out of the checkpoint and the optimiser (:mod:`mal.losses.external`).
 """
 
 from __future__ import annotations
@@ -42,10 +48,10 @@ class EnhancementTask(L.LightningModule):
         self.df_loss = DFLoss.for_model(self.model)
         variant = config["finetune"]["variant"]
         check_variant(variant)
-        _, self.refresh_each_epoch, _, self.freeze_encoder = VARIANTS.get(variant, (False,) * 4)
+        _, self.refresh_each_epoch, _, self.freeze_encoder = VARIANTS.get(variant, (False, False, None, False))
         losses = config["loss"]
         weights = loss_weights(config)  # a variant that asks for MAL or SSL turns it on at weight 1
-        self.mal_weight, self.ssl_weight = weights["mal"], weights["ssl"]
+        self.mal_weight, self.ssl_weight, self.ext_weight = weights["mal"], weights["ssl"], weights["ext"]
         self.refresh_every_steps = config["finetune"]["refresh_every_steps"]
         self.mal_loss = None
         if self.mal_weight > 0:
@@ -58,6 +64,11 @@ class EnhancementTask(L.LightningModule):
 
             ssl = losses["ssl"]
             self.ssl_loss = SSLFeatureLoss(ssl["ssl_model_path"], kind=ssl["kind"], layer=ssl["layer"], sample_rate=self.model.sample_rate)
+        self.ext_loss = None
+        if self.ext_weight > 0:
+            from mal.losses.external import build_external_loss
+
+            self.ext_loss = build_external_loss(losses["ext"], sample_rate=self.model.sample_rate)
         if self.freeze_encoder:
             for p in self.model.encoder.parameters():
                 p.requires_grad_(False)
@@ -91,7 +102,7 @@ class EnhancementTask(L.LightningModule):
 
     # -- steps ---------------------------------------------------------------------------
     def compute_losses(self, noisy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """(total loss, {"df"/"mal"/"ssl": term}, enhanced) for one batch."""
+        """(total loss, {"df"/"mal"/"ssl"/"ext": term}, enhanced) for one batch."""
         enhanced = self.model(noisy)
         parts = {"df": self.df_loss(enhanced, clean)}
         total = float(self.config["loss"]["df"]["weight"]) * parts["df"]
@@ -101,6 +112,9 @@ class EnhancementTask(L.LightningModule):
         if self.ssl_loss is not None:
             parts["ssl"] = self.ssl_loss(enhanced, clean)
             total = total + self.ssl_weight * parts["ssl"]
+        if self.ext_loss is not None:
+            parts["ext"] = self.ext_loss(enhanced, clean)
+            total = total + self.ext_weight * parts["ext"]
         return total, parts, enhanced
 
     def training_step(self, batch, batch_idx):
