@@ -246,3 +246,19 @@ def test_exported_onnx_step_equals_pytorch(name, request, tmp_path):
     torch_out = run_stream(stream_for(model), x)
     assert np.abs(torch_out).max() > 1e-3
     assert np.abs(onnx_out - torch_out).max() < 1e-4
+
+
+@pytest.mark.parametrize("n_fft", [960, 320])
+def test_factored_dft_equals_torch_fft(n_fft):
+    from mal.dsp import FactoredDFT, vorbis_window
+
+    window = vorbis_window(n_fft)
+    dft = FactoredDFT(window)
+    assert dft.n1 * dft.n2 == n_fft and dft.n1 > 1
+    x = torch.randn(2, 3, n_fft)
+    ref = torch.view_as_real(torch.fft.rfft(x * window))
+    assert (dft.rfft(x) - ref).abs().max() < 1e-5 * ref.abs().max()
+    spec = ref.clone()
+    spec[..., 0, 1] = 0.7  # imaginary parts of DC and Nyquist are ignored, as by torch.fft.irfft
+    back = torch.fft.irfft(torch.view_as_complex(spec.contiguous()), n=n_fft) * window
+    assert (dft.irfft(spec) - back).abs().max() < 1e-5 * back.abs().max()

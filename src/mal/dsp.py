@@ -144,3 +144,55 @@ def complex_features(spec: Tensor, n_df: int, alpha: float) -> Tensor:
     norm = torch.sqrt(exp_mean(magnitude, alpha, init))
     low = low / norm
     return torch.stack((low.real, low.imag), dim=1)
+
+
+class FactoredDFT:
+    """Real FFT and its inverse as a few small matrix products (Cooley-Tukey, ``n = n1 * n2``).
+
+    For graphs without complex tensors or an FFT op (ONNX export): ``2 n (n1 + n2)`` real
+    multiplies per transform instead of a dense DFT matrix's ``n^2``. The analysis window and
+    the inverse's ``1 / n`` and synthesis window are folded in, as in libDF's STFT.
+    """
+
+    def __init__(self, window: Tensor):
+        n = window.shape[0]
+        n1 = max(d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0)
+        n2 = n // n1
+        self.n, self.n1, self.n2, self.bins = n, n1, n2, n // 2 + 1
+        f64 = dict(dtype=torch.float64)
+        a1 = 2 * math.pi * torch.outer(torch.arange(n1, **f64), torch.arange(n1, **f64)) / n1  # (k1, m1)
+        a2 = 2 * math.pi * torch.outer(torch.arange(n2, **f64), torch.arange(n2, **f64)) / n2  # (m2, k2)
+        tw = -2 * math.pi * torch.outer(torch.arange(n1, **f64), torch.arange(n2, **f64)) / n  # (k1, m2)
+        as32 = lambda t: t.float().to(window.device)  # noqa: E731
+        self.c1, self.s1 = as32(torch.cos(a1)), as32(-torch.sin(a1))
+        self.c2, self.s2 = as32(torch.cos(a2)), as32(-torch.sin(a2))
+        self.tc, self.ts = as32(torch.cos(tw)), as32(torch.sin(tw))
+        self.window = window
+        mirror = torch.cat((torch.arange(self.bins), torch.arange(n - self.bins, 0, -1)))
+        self.mirror = mirror.to(window.device)  # full-spectrum bin k <- half-spectrum bin
+        self.conj = torch.cat((torch.ones(self.bins), -torch.ones(n - self.bins))).to(window.device)
+
+    def _forward(self, re: Tensor, im: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Complex DFT of (..., n) -> (re, im) in natural bin order."""
+        shape = re.shape[:-1]
+        xr = re.reshape(*shape, self.n1, self.n2)  # x[m1, m2] = x[n2 * m1 + m2]
+        yr, yi = self.c1 @ xr, self.s1 @ xr
+        if im is not None:
+            xi = im.reshape(*shape, self.n1, self.n2)
+            yr, yi = yr - self.s1 @ xi, yi + self.c1 @ xi
+        zr, zi = yr * self.tc - yi * self.ts, yr * self.ts + yi * self.tc
+        out_r, out_i = zr @ self.c2 - zi @ self.s2, zr @ self.s2 + zi @ self.c2  # (..., k1, k2)
+        return out_r.transpose(-1, -2).reshape(*shape, self.n), out_i.transpose(-1, -2).reshape(*shape, self.n)
+
+    def rfft(self, frames: Tensor) -> Tensor:
+        """Windowed rfft of (..., n) -> (..., n/2 + 1, 2) (re, im) pairs."""
+        re, im = self._forward(frames * self.window, None)
+        return torch.stack((re[..., : self.bins], im[..., : self.bins]), dim=-1)
+
+    def irfft(self, spec: Tensor) -> Tensor:
+        """Inverse of :meth:`rfft` for (..., n/2 + 1, 2) pairs -> windowed real frames (..., n)."""
+        full = spec.index_select(-2, self.mirror)  # Hermitian extension
+        re, im = full[..., 0], full[..., 1] * self.conj
+        # x = Re(DFT(conj(X))) / n
+        out, _ = self._forward(re, -im)
+        return out * (self.window / self.n)

@@ -176,7 +176,7 @@ class DeepFilterNetEncoder(nn.Module):
         self.register_buffer("erb_fb", erb_fb, persistent=False)
         self.register_buffer("erb_inv", erb_inv, persistent=False)
         self.spec_scale = 2 * cfg.hop / cfg.n_fft**2  # libDF's analysis normalisation
-        self.dft: tuple[Tensor, Tensor] | None = None  # (analysis, synthesis) matrices for export
+        self.dft: dsp.FactoredDFT | None = None  # FFTs as matrix products, for export
         self.erb_conv0 = ConvBlock(1, c, (3, 3))
         self.erb_conv1 = ConvBlock(c, c, (1, 3), fstride=2)
         self.erb_conv2 = ConvBlock(c, c, (1, 3), fstride=2)
@@ -206,13 +206,11 @@ class DeepFilterNetEncoder(nn.Module):
     def analysis(self, chunks: Tensor) -> Tensor:
         """Windowed rfft of ``chunks`` (B, T, n_fft) as (B, T, F, 2) (re, im) pairs.
 
-        With :meth:`DeepFilterNet.use_dft_matrices` a matrix product (ONNX export), else an FFT.
+        With :meth:`DeepFilterNet.use_dft_matrices` small matrix products (ONNX export), else an FFT.
         """
         if self.dft is None:
             return torch.view_as_real(torch.fft.rfft(chunks * self.window, dim=-1))
-        y = chunks @ self.dft[0]
-        n_bins = y.shape[-1] // 2
-        return torch.stack((y[..., :n_bins], y[..., n_bins:]), dim=-1)
+        return self.dft.rfft(chunks)
 
     def features(self, samples: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """STFT of ``samples`` (B, k * hop) and libDF's features: (spec pairs, feat_erb, feat_spec, state)."""
@@ -412,7 +410,7 @@ class DeepFilterNet(EnhancementModel):
         if self.encoder.dft is None:
             frames = torch.fft.irfft(torch.view_as_complex(spec.contiguous()), n=cfg.n_fft, dim=-1) * self.encoder.window
         else:
-            frames = torch.cat((spec[..., 0], spec[..., 1]), dim=-1) @ self.encoder.dft[1]  # (B, T, n_fft)
+            frames = self.encoder.dft.irfft(spec)  # (B, T, n_fft)
         # Overlap-add (hop = n_fft / 2): output hop j = previous second half + this first half.
         firsts, seconds = frames[..., : cfg.hop], frames[..., cfg.hop :]
         prev = torch.cat((state["ola"][:, None], seconds[:, :-1]), dim=1)
@@ -421,9 +419,7 @@ class DeepFilterNet(EnhancementModel):
 
     def use_dft_matrices(self, enabled: bool = True) -> None:
         """Compute the FFTs as matrix products (for ONNX export, which has no complex tensors)."""
-        from mal.streaming import _dft_matrices
-
-        self.encoder.dft = _dft_matrices(self.encoder.window, self.cfg.n_fft) if enabled else None
+        self.encoder.dft = dsp.FactoredDFT(self.encoder.window) if enabled else None
 
     # -- the model contract ----------------------------------------------------------------
     def decode(self, enc: Encoding) -> Tensor:
