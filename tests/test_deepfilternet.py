@@ -246,6 +246,10 @@ def test_exported_onnx_step_equals_pytorch(name, request, tmp_path):
     torch_out = run_stream(stream_for(model), x)
     assert np.abs(torch_out).max() > 1e-3
     assert np.abs(onnx_out - torch_out).max() < 1e-4
+    with torch.no_grad():
+        offline = model(torch.from_numpy(x)[None])[0].numpy()
+    snr = 10 * np.log10(np.sum(offline**2) / np.sum((onnx_out - offline) ** 2))
+    assert snr >= 50.0, snr  # the deployment stream is mal's offline output
 
 
 @pytest.mark.parametrize("n_fft", [960, 320])
