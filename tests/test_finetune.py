@@ -129,3 +129,26 @@ def test_ssl_variant_without_checkpoint_stops_at_start_naming_the_path(toy_data,
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "no-wavlm" in err and "not found" in err
+
+
+def test_mal_balance_makes_the_two_terms_equal_at_the_start_and_is_checkpointed(toy_data, tmp_path, stage1):
+    from mal.enhance import load_model
+
+    ckpt = _finetune(toy_data, tmp_path, stage1, "mal-frozen", "loss.mal.balance=2", "loss.mal.weight=1.0", epochs=1)
+    scale = _state(ckpt)["mal_balance"]
+    assert float(scale) > 1.0  # at weight 1, L_mal is far smaller than L_df
+    # Re-measure on the same first batches from the same start: weight * scale * L_mal == L_df.
+    cfg = load_config(None, [*_common(toy_data, tmp_path / "m"), "finetune.variant=mal-frozen", "loss.mal.balance=2"])
+    start = load_model(stage1)
+    task = EnhancementTask(cfg, model_spec=start.config_dict())
+    task.model.load_state_dict(start.state_dict())
+    task.take_snapshot()
+    data = EnhancementData(cfg)
+    data.setup("fit")
+    batches = list(zip(range(2), data.train_dataloader()))
+    assert torch.allclose(task.measure_balance((b for _, b in batches), 2), scale, rtol=1e-4)
+    with torch.no_grad():
+        task.eval()
+        df = sum(float(task.df_loss(task.model(n), c)) for _, (n, c) in batches)
+        mal = sum(float(task.mal_loss(task.model(n), c)) for _, (n, c) in batches)
+    assert abs(float(scale) * mal - df) < 1e-4 * df

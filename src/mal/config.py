@@ -44,6 +44,10 @@ DEFAULTS: dict[str, Any] = {
             "weight": 0.0,  # 0 = off (stage 1); fine-tuning configs set 1.0
             "stages": "bottleneck",
             "ema_decay": None,
+            # N > 0: before fine-tuning, scale L_mal so that weight * L_mal equals the weighted
+            # L_df on average over the first N training batches ("equal proportion" as equal
+            # size); the scale is stored in the checkpoint (mal_balance buffer). 0 = off.
+            "balance": 0,
         },
         "ssl": {
             "weight": 0.0,

@@ -72,7 +72,34 @@ class EnhancementTask(L.LightningModule):
         if self.freeze_encoder:
             for p in self.model.encoder.parameters():
                 p.requires_grad_(False)
+        # The L_mal scale found by loss.mal.balance (1 = none); a buffer, so checkpoints carry it.
+        self.register_buffer("mal_balance", torch.ones(()))
         self.train()  # Lightning keeps module modes as built: apply the frozen encoder's eval now
+
+    def on_train_start(self) -> None:
+        n = int(self.config["loss"]["mal"].get("balance") or 0)
+        if self.mal_loss is None or n <= 0 or self.global_step > 0:  # resumed runs keep their scale
+            return
+        self.mal_balance.copy_(self.measure_balance(self.trainer.train_dataloader, n))
+        print(f"loss.mal.balance: L_mal scaled by {float(self.mal_balance):.4g} (equal to the weighted L_df "
+              f"over the first {n} batches)")
+
+    @torch.no_grad()
+    def measure_balance(self, batches, n: int) -> torch.Tensor:
+        """``weight_df * mean L_df / (weight_mal * mean L_mal)`` over the first ``n`` batches."""
+        df = mal = 0.0
+        was_training = self.training
+        self.eval()
+        for i, (noisy, clean) in enumerate(batches):
+            if i == n:
+                break
+            noisy, clean = noisy.to(self.device), clean.to(self.device)
+            enhanced = self.model(noisy)
+            df += float(self.df_loss(enhanced, clean))
+            mal += float(self.mal_loss(enhanced, clean))
+        self.train(was_training)
+        weight_df = float(self.config["loss"]["df"]["weight"])
+        return torch.tensor(weight_df * df / max(self.mal_weight * mal, 1e-12), device=self.mal_balance.device)
 
     # -- Model-as-Loss snapshot schedule -------------------------------------------------
     def take_snapshot(self) -> None:
@@ -108,7 +135,7 @@ class EnhancementTask(L.LightningModule):
         total = float(self.config["loss"]["df"]["weight"]) * parts["df"]
         if self.mal_loss is not None:
             parts["mal"] = self.mal_loss(enhanced, clean)
-            total = total + self.mal_weight * parts["mal"]
+            total = total + self.mal_weight * self.mal_balance * parts["mal"]
         if self.ssl_loss is not None:
             parts["ssl"] = self.ssl_loss(enhanced, clean)
             total = total + self.ssl_weight * parts["ssl"]
