@@ -115,11 +115,7 @@ class SSLFeatureLoss(nn.Module):
         return model(x, output_hidden_states=True).hidden_states[self.layer]
 
     def forward(self, enhanced: Tensor, clean: Tensor) -> Tensor:
-        if enhanced.shape != clean.shape:
-            raise ValueError(f"enhanced and clean shapes differ: {tuple(enhanced.shape)} vs {tuple(clean.shape)}")
-        with torch.no_grad():
-            target = self.features(clean)
-        return F.l1_loss(self.features(enhanced), target)
+        return feature_l1(self.features, enhanced, clean)
 
     def extra_repr(self) -> str:
         return f"{type(self.ssl_model).__name__}, layer={self.layer!r}, sample_rate={self.sample_rate}"
@@ -137,3 +133,12 @@ def wavlm_base_random(layer: str | int = "conv", sample_rate: int = SSL_RATE) ->
     from transformers import WavLMConfig
 
     return SSLFeatureLoss.from_config(WavLMConfig(), layer=layer, sample_rate=sample_rate)
+
+
+def feature_l1(features, enhanced: Tensor, clean: Tensor) -> Tensor:
+    """``mean |features(enhanced) - features(clean)|``, the clean side without gradient."""
+    if enhanced.shape != clean.shape:
+        raise ValueError(f"enhanced and clean shapes differ: {tuple(enhanced.shape)} vs {tuple(clean.shape)}")
+    with torch.no_grad():
+        target = features(clean)
+    return F.l1_loss(features(enhanced), target)

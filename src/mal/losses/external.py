@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mal.losses.deep_feature import feature_l1
 from mal.losses.resample import Resample
 
 KINDS = ("dfn3", "dfn2", "nisqa", "wavlm", "wav2vec2", "hubert")
@@ -55,11 +55,7 @@ class FrozenFeatureLoss(nn.Module):
         raise NotImplementedError
 
     def forward(self, enhanced: Tensor, clean: Tensor) -> Tensor:
-        if enhanced.shape != clean.shape:
-            raise ValueError(f"enhanced and clean shapes differ: {tuple(enhanced.shape)} vs {tuple(clean.shape)}")
-        with torch.no_grad():
-            target = self.features(clean)
-        return F.l1_loss(self.features(enhanced), target)
+        return feature_l1(self.features, enhanced, clean)
 
     def extra_repr(self) -> str:
         return f"{type(self._net[0]).__name__}, layer={getattr(self, 'layer', None)!r}, {self.resample.extra_repr()}"
