@@ -76,12 +76,12 @@ def full_band_model(rate: int) -> CatalogEntry | None:
 def public_entries() -> list[CatalogEntry]:
     """DeepFilterNet2 / DeepFilterNet3 with their official weights, where they are found offline."""
     from mal.models import count_parameters
-    from mal.public_models import dfn2_release, dfn3_release, import_dfn
+    from mal.public_models import PUBLIC_MODELS, import_dfn, release_path
 
     rows = []
-    for name, find in (("deepfilternet3", dfn3_release), ("deepfilternet2", dfn2_release)):
+    for name in reversed(PUBLIC_MODELS):  # DeepFilterNet3 first
         try:
-            source = find()
+            source = release_path(name)
         except FileNotFoundError as err:
             rows.append(CatalogEntry(name, "missing", 48000, 0, "MIT OR Apache-2.0", str(err)))
             continue

@@ -38,7 +38,6 @@ from mal.audio import (
 from mal.io import atomic_path
 from mal.models import EnhancementModel, build_model
 
-PUBLIC_MODELS = ("deepfilternet2", "deepfilternet3")  # names load_model resolves (mal.public_models)
 
 if TYPE_CHECKING:
     from mal.streaming import FrameStream
@@ -53,9 +52,9 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu") -> En
     ``None`` loads the default model shipped inside the package; ``deepfilternet2`` /
     ``deepfilternet3`` load the public DeepFilterNet weights (:mod:`mal.public_models`).
     """
-    if path is not None and str(path) in PUBLIC_MODELS and not Path(path).exists():
-        from mal.public_models import load_public
+    from mal.public_models import PUBLIC_MODELS, load_public
 
+    if path is not None and str(path) in PUBLIC_MODELS and not Path(path).exists():
         return load_public(str(path)).to(check_device(device)).eval()
     if path is None:
         if not DEFAULT_MODEL.is_file():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mal.models.deepfilternet import DeepFilterNet
+from mal.models.deepfilternet import DeepFilterNet, HopStream
 
 FORMAT = "mal-deepfilternet-stream/1"
 
@@ -68,7 +68,7 @@ def export_deepfilternet(model: DeepFilterNet, path: str | os.PathLike, opset: i
     return path
 
 
-class DeepFilterNetOnnxStream:
+class DeepFilterNetOnnxStream(HopStream):
     """onnxruntime stream over an exported DeepFilterNet step: ``process(hop) -> hop``, ``flush()``."""
 
     def __init__(self, path: str | os.PathLike, num_threads: int = 1):
@@ -89,28 +89,13 @@ class DeepFilterNetOnnxStream:
         self._outputs = ["out", *(f"new_{n}" for n in self._names)]
         self.reset()
 
-    def reset(self) -> None:
-        """Start a new signal."""
-        self._states = [v.copy() for v in self._initial.values()]
-        self._steps = 0
+    def _initial_state(self) -> list[np.ndarray]:
+        return [v.copy() for v in self._initial.values()]
 
-    def process(self, frame: np.ndarray) -> np.ndarray:
-        """Enhance the next block (a multiple of ``hop`` samples)."""
-        frame = np.asarray(frame, dtype=np.float32).reshape(-1)
-        if len(frame) % self.hop:
-            raise ValueError(f"process() takes a multiple of hop={self.hop} samples, got {len(frame)}")
+    def _run(self, frame: np.ndarray) -> np.ndarray:
         blocks = []
-        for i in range(0, len(frame), self.hop):
-            feed = {"frame": frame[None, i : i + self.hop], **dict(zip(self._names, self._states))}
-            out, *self._states = self.session.run(self._outputs, feed)
+        for i in range(0, len(frame), self.hop):  # the graph takes one hop
+            feed = {"frame": frame[None, i : i + self.hop], **dict(zip(self._names, self._state))}
+            out, *self._state = self.session.run(self._outputs, feed)
             blocks.append(out[0])
-            self._steps += 1
-        return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
-
-    def flush(self) -> np.ndarray:
-        """End the signal: the last ``delay_samples`` of output; the stream restarts."""
-        if self._steps == 0:
-            return np.zeros(0, dtype=np.float32)
-        tail = self.process(np.zeros(self.delay_samples, dtype=np.float32))
-        self.reset()
-        return tail
+        return np.concatenate(blocks)

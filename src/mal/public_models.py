@@ -36,7 +36,7 @@ LICENCE = (
     "DeepFilterNet weights (c) Hendrik Schroeter, licensed MIT OR Apache-2.0 "
     "(https://github.com/Rikorose/DeepFilterNet). Converted to mal's format by mal"
 )
-PUBLIC_MODELS = {"deepfilternet2": "dfn2", "deepfilternet3": "dfn3"}
+PUBLIC_MODELS = ("deepfilternet2", "deepfilternet3")  # the names --model / import-dfn resolve
 
 
 class ReleaseError(ValueError):
@@ -298,9 +298,16 @@ def dfn2_release() -> Path:
     )
 
 
+def release_path(name: str) -> Path:
+    """Where the release of public model ``name`` (one of :data:`PUBLIC_MODELS`) is found offline."""
+    if name not in PUBLIC_MODELS:
+        raise ValueError(f"{name}: not a public model; choose from {', '.join(PUBLIC_MODELS)}")
+    return dfn3_release() if name == "deepfilternet3" else dfn2_release()
+
+
 def load_public(name: str) -> DeepFilterNet:
     """``deepfilternet2`` / ``deepfilternet3``: the public model, imported from its release."""
-    return import_dfn(dfn3_release() if name == "deepfilternet3" else dfn2_release())
+    return import_dfn(release_path(name))
 
 
 def save_imported(model: DeepFilterNet, path: str | os.PathLike) -> Path:
@@ -311,4 +318,4 @@ def save_imported(model: DeepFilterNet, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-__all__ = ["ReleaseError", "LICENCE", "PUBLIC_MODELS", "import_dfn", "load_public", "read_release", "save_imported"]
+__all__ = ["ReleaseError", "LICENCE", "PUBLIC_MODELS", "import_dfn", "load_public", "read_release", "release_path", "save_imported"]

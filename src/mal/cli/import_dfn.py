@@ -16,14 +16,14 @@ def run(args) -> int:
     from pathlib import Path
 
     from mal.models import count_parameters
-    from mal.public_models import PUBLIC_MODELS, dfn2_release, dfn3_release, import_dfn, save_imported
+    from mal.public_models import PUBLIC_MODELS, import_dfn, release_path, save_imported
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: already exists; pass --overwrite to replace it")
     source = args.source
     if source in PUBLIC_MODELS and not Path(source).exists():
-        source = dfn3_release() if source == "deepfilternet3" else dfn2_release()
+        source = release_path(source)
     model = import_dfn(source)
     save_imported(model, out)
     print(f"wrote {out}: {model.metadata['model']}, {count_parameters(model):,} parameters, {model.sample_rate} Hz "

@@ -29,8 +29,9 @@ a frame whose predicted local SNR is below ``lsnr_min_db`` gets zero gain, above
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -367,11 +368,11 @@ class DeepFilterNet(EnhancementModel):
         gains, erb_h = self.erb_decoder(enc, state["erb_gru"])
         coefs, df_h, convp_ctx = self.df_decoder(enc, state["df_gru"], state["df_convp"])
         spec = torch.cat((state["spec_hist"], enc["spec"]), dim=1)  # (B, L, F, 2)
-        gain = torch.cat((state["gain_hist"], gains[:, 0]), dim=1)  # (B, L, E)
+        band_gain = torch.cat((state["gain_hist"], gains[:, 0]), dim=1)  # (B, L, E)
         coef = torch.cat((state["coef_hist"], coefs), dim=1)
         lsnr = torch.cat((state["lsnr_hist"], enc["lsnr"]), dim=1)
         n_out, la, order = enc["spec"].shape[1], cfg.conv_lookahead, cfg.df_order
-        gain = gain @ self.encoder.erb_inv  # (B, L, F)
+        gain = band_gain @ self.encoder.erb_inv  # (B, L, F)
         gate = cfg.lsnr_gate and not self.training
         if gate:  # per network frame: zero gain / unprocessed (the C runtime's thresholds)
             gain = torch.where((lsnr < cfg.lsnr_min_db)[..., None], torch.zeros_like(gain), gain)
@@ -397,7 +398,7 @@ class DeepFilterNet(EnhancementModel):
             out = out * (1 - lim) + spec[:, start : start + n_out] * lim
         new_state = {
             "erb_gru": erb_h, "df_gru": df_h, "df_convp": convp_ctx,
-            "spec_hist": spec[:, spec.shape[1] - hist :], "gain_hist": torch.cat((state["gain_hist"], gains[:, 0]), 1)[:, -hist:],
+            "spec_hist": spec[:, spec.shape[1] - hist :], "gain_hist": band_gain[:, band_gain.shape[1] - hist :],
             "coef_hist": coef[:, coef.shape[1] - hist :], "lsnr_hist": lsnr[:, lsnr.shape[1] - hist :],
         }
         return out, new_state
@@ -445,11 +446,50 @@ class DeepFilterNet(EnhancementModel):
         return spec
 
 
-class DeepFilterNetStream:
+class HopStream:
+    """The stream protocol of the DeepFilterNet runners: ``process(hops)``, ``flush()``, ``reset()``.
+
+    Output is the offline output delayed by ``delay_samples``; ``flush()`` feeds that many
+    zeros and returns the rest. Subclasses give ``_initial_state()`` and ``_run(block)``.
+    """
+
+    hop: int
+    delay_samples: int
+
+    def reset(self) -> None:
+        """Start a new signal."""
+        self._state = self._initial_state()
+        self._steps = 0
+
+    def process(self, frame) -> np.ndarray:
+        """Enhance the next block (a multiple of ``hop`` samples)."""
+        frame = np.asarray(frame, dtype=np.float32).reshape(-1)
+        if len(frame) % self.hop:
+            raise ValueError(f"process() takes a multiple of hop={self.hop} samples, got {len(frame)}")
+        if not len(frame):
+            return np.zeros(0, dtype=np.float32)
+        self._steps += len(frame) // self.hop
+        return self._run(frame)
+
+    def flush(self) -> np.ndarray:
+        """End the signal: the last ``delay_samples`` of output; the stream restarts."""
+        if self._steps == 0:
+            return np.zeros(0, dtype=np.float32)
+        tail = self.process(np.zeros(self.delay_samples, dtype=np.float32))
+        self.reset()
+        return tail
+
+    def _initial_state(self):
+        raise NotImplementedError
+
+    def _run(self, frame: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class DeepFilterNetStream(HopStream):
     """Real-time stream over a :class:`DeepFilterNet` in eval mode: ``process(hop) -> hop``.
 
-    The same computation as offline (:meth:`DeepFilterNet.frames`), one hop per call; the
-    output is the offline output delayed by ``delay_samples``; ``flush()`` returns the rest.
+    The same computation as offline (:meth:`DeepFilterNet.frames`), one call per block.
     """
 
     def __init__(self, model: DeepFilterNet):
@@ -463,40 +503,10 @@ class DeepFilterNetStream:
         self.device = next(model.parameters()).device
         self.reset()
 
-    def reset(self) -> None:
-        """Start a new signal."""
-        self._state = self.model.initial_state(1, self.device)
-        self._steps = 0
+    def _initial_state(self) -> dict[str, Tensor]:
+        return self.model.initial_state(1, self.device)
 
     @torch.inference_mode()
-    def process(self, frame) -> "np.ndarray":  # noqa: F821
-        """Enhance the next block (a multiple of ``hop`` samples)."""
-        import numpy as np
-
-        frame = np.asarray(frame, dtype=np.float32).reshape(-1)
-        if len(frame) % self.hop:
-            raise ValueError(f"process() takes a multiple of hop={self.hop} samples, got {len(frame)}")
-        if not len(frame):
-            return np.zeros(0, dtype=np.float32)
+    def _run(self, frame: np.ndarray) -> np.ndarray:
         out, self._state = self.model.frames(torch.from_numpy(frame).to(self.device)[None], self._state)
-        self._steps += len(frame) // self.hop
         return out[0].cpu().numpy()
-
-    def flush(self) -> "np.ndarray":  # noqa: F821
-        """End the signal: the last ``delay_samples`` of output; the stream restarts."""
-        import numpy as np
-
-        if self._steps == 0:
-            return np.zeros(0, dtype=np.float32)
-        tail = self.process(np.zeros(self.delay_samples, dtype=np.float32))
-        self.reset()
-        return tail
-
-
-def config_from_dict(values: dict) -> DeepFilterNetConfig:
-    """A config from a dict of its fields (unknown keys are an error)."""
-    valid = {f.name for f in fields(DeepFilterNetConfig)}
-    unknown = sorted(set(values) - valid)
-    if unknown:
-        raise ValueError(f"unknown DeepFilterNet config key {unknown[0]!r}")
-    return DeepFilterNetConfig(**values)
