@@ -26,6 +26,9 @@ TABLE = [
 SHORT = {"in-domain": "In", "vbd-test": "VBD", "dns-test-noreverb": "DNS"}
 LOWER_BETTER = {"LSD", "MCD"}
 MAL = ["mal-frozen-fe", "mal-frozen", "mal-dynamic", "mal-dynamic-w100"]  # the last: beyond the paper
+EXT = ["ext-dfn3", "ext-mal-dfn3", "ext-nisqa", "ext-mal-nisqa"]  # external frozen-network feature losses
+# the metrics every contrast is stated on (the issue's list), higher is better for all of them
+CONTRAST_METRICS = ["WB-PESQ", "ESTOI", "SI-SDR", "DNSMOS-OVRL", "DNSMOS-SIG", "NISQA-MOS"]
 
 
 def _load(out: Path, sets: list[str]) -> dict[str, dict]:
@@ -72,6 +75,57 @@ def claims(summaries: dict[str, dict], systems: list[str]) -> list[tuple[str, st
             if parts:
                 rows.append((f"{variant} beats baseline-continued on {metric}", "; ".join(parts)))
     return rows
+
+
+def per_file_rows(out: Path, test_set: str) -> list[dict]:
+    """``<out>/<test_set>/per_file.csv`` (written by ``mal compare``) as rows with float metrics."""
+    with open(out / test_set / "per_file.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key, value in row.items():
+            if key not in ("system", "file", "notes", "path"):
+                try:
+                    row[key] = float(value) if value != "" else math.nan
+                except ValueError:
+                    row[key] = math.nan
+    return rows
+
+
+def contrasts(out: Path, sets: list[str], systems: list[str], reference: str,
+              metrics: list[str] = CONTRAST_METRICS) -> list[str]:
+    """Markdown rows ``| system - reference | set | Δ [95% CI] per metric |``: paired by file,
+    Wilcoxon p Benjamini-Hochberg adjusted over ``systems`` per metric and set (as ``mal compare``
+    does against its own reference); ▲/▼ mark a significant gain/loss of ``system``."""
+    from mal.metrics.stats import compare_to_reference
+
+    lines = []
+    for test_set in sets:
+        if not (out / test_set / "per_file.csv").is_file():
+            continue
+        rows = per_file_rows(out, test_set)
+        present = {r["system"] for r in rows}
+        mine = [s for s in systems if s in present and s != reference]
+        if reference not in present or not mine:
+            continue
+        columns = [m for m in metrics if m in rows[0]]
+        result = compare_to_reference(rows, columns, [reference, *mine], reference)
+        for system in mine:
+            cells = []
+            for metric in metrics:
+                t = result[system].get(metric)
+                if not t or not math.isfinite(t["mean_diff"]):
+                    cells.append("-")
+                    continue
+                mark = ""
+                if math.isfinite(t.get("p_adj", math.nan)) and t["p_adj"] < 0.05:
+                    mark = " ▲" if t["mean_diff"] > 0 else " ▼"
+                cells.append(f"{t['mean_diff']:+.3f} [{t['diff_ci95_lo']:+.3f}, {t['diff_ci95_hi']:+.3f}]{mark}")
+            lines.append(f"| {system} − {reference} | {SHORT.get(test_set, test_set)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def contrast_header(metrics: list[str] = CONTRAST_METRICS) -> list[str]:
+    return ["| difference | set | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
 
 
 def _consistency(out: Path) -> tuple[str, list[str]]:
@@ -124,6 +178,21 @@ def write_report(out: Path, sets: list[str], systems: list[str], not_run: list[s
     lines += ["## The paper's claims, measured here (difference to baseline-continued, bootstrap 95% CI)", "",
               "| claim | measured |", "|---|---|"]
     lines += [f"| {c} | {m} |" for c, m in claims(summaries, order)]
+    ext = [s for s in EXT if s in order]
+    if ext:
+        lines += ["", "## External pretrained feature losses vs the model's own encoder", "",
+                  "The paper's headline claim is that L_mal (the model's own encoder) beats a loss on an external "
+                  "pretrained network's features. No WavLM weights can be had here; two well-trained external "
+                  "networks stand in: the public DeepFilterNet3's encoder bottleneck (`ext-*-dfn3`, trained for "
+                  "enhancement) and NISQA v2's CNN features (`ext-*-nisqa`, trained to predict quality ratings; "
+                  "note NISQA-MOS is then also a metric of the network the loss uses). `ext-X`: L_df + L_ext, "
+                  "encoder trains; `ext-mal-X`: encoder frozen, L_df + L_mal + L_ext. Differences paired by file, "
+                  "mean [bootstrap 95% CI]; ▲/▼: the first system significantly better/worse (Wilcoxon, "
+                  "BH-adjusted over the rows of one reference, p < 0.05).", ""]
+        for reference in ["baseline-continued", *[m for m in MAL if m in order]]:
+            rows = contrasts(out, list(summaries), ext, reference)
+            if rows:
+                lines += [f"Against **{reference}**:", "", *contrast_header(), *rows, ""]
     metric, table = _consistency(out)
     if table:
         lines += ["", f"## Self-consistency: mean {metric.upper()} over {meta['consistency_clips']} in-domain clips, "

