@@ -7,20 +7,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _paper_cpu():
-    import sys
-
-    folder = str(REPO / "recipes" / "paper_cpu")
-    if folder not in sys.path:
-        sys.path.append(folder)  # run.py imports its neighbours, as when run as a script
-    spec = importlib.util.spec_from_file_location("paper_cpu_run_test", REPO / "recipes" / "paper_cpu" / "run.py")
+def _recipe_tools():
+    spec = importlib.util.spec_from_file_location("recipe_tools_test", REPO / "recipes" / "recipe_tools.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_paths_under_the_repo_and_its_neighbours_become_relative():
-    relative = _paper_cpu().relative
+    relative = _recipe_tools().relative
     shared = REPO.parent / "shared" / "data" / "vbd-test"
     assert relative(str(REPO / "runs" / "x" / "best.ckpt")) == "runs/x/best.ckpt"
     assert relative(f"Noisy={shared / 'noisy'}") == "Noisy=../shared/data/vbd-test/noisy"
@@ -33,7 +28,7 @@ def test_paths_under_the_repo_and_its_neighbours_become_relative():
 
 def test_relative_paths_keep_a_symlinked_shared_folder(tmp_path, monkeypatch):
     """A user who links ../shared to a data disk: paths through the link still become ../shared/..."""
-    module = _paper_cpu()
+    module = _recipe_tools()
     repo, disk = tmp_path / "work" / "repo", tmp_path / "disk" / "shared"
     repo.mkdir(parents=True)
     (disk / "data").mkdir(parents=True)

@@ -6,11 +6,14 @@ Reads ``<out>/<test set>/summary.json`` (written by ``mal compare``) and
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import math
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recipe_tools import SHORT, consistency_table, contrast_header, contrasts  # noqa: E402
 
 # (column, label, test sets) in the order of the paper's tables; In = in-domain mixtures.
 TABLE = [
@@ -23,12 +26,9 @@ TABLE = [
     ("MCD", "MCD (lower better)", ["in-domain", "vbd-test"]),
     ("SI-SDR", "SI-SDR", ["in-domain", "vbd-test"]),
 ]
-SHORT = {"in-domain": "In", "vbd-test": "VBD", "dns-test-noreverb": "DNS"}
 LOWER_BETTER = {"LSD", "MCD"}
 MAL = ["mal-frozen-fe", "mal-frozen", "mal-dynamic", "mal-dynamic-w100"]  # the last: beyond the paper
 EXT = ["ext-dfn3", "ext-mal-dfn3", "ext-nisqa", "ext-mal-nisqa"]  # external frozen-network feature losses
-# the metrics every contrast is stated on (the issue's list), higher is better for all of them
-CONTRAST_METRICS = ["WB-PESQ", "ESTOI", "SI-SDR", "DNSMOS-OVRL", "DNSMOS-SIG", "NISQA-MOS"]
 
 
 def _load(out: Path, sets: list[str]) -> dict[str, dict]:
@@ -77,77 +77,6 @@ def claims(summaries: dict[str, dict], systems: list[str]) -> list[tuple[str, st
     return rows
 
 
-def per_file_rows(out: Path, test_set: str) -> list[dict]:
-    """``<out>/<test_set>/per_file.csv`` (written by ``mal compare``) as rows with float metrics."""
-    with open(out / test_set / "per_file.csv") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        for key, value in row.items():
-            if key not in ("system", "file", "notes", "path"):
-                try:
-                    row[key] = float(value) if value != "" else math.nan
-                except ValueError:
-                    row[key] = math.nan
-    return rows
-
-
-def contrasts(out: Path, sets: list[str], systems: list[str], reference: str,
-              metrics: list[str] = CONTRAST_METRICS) -> list[str]:
-    """Markdown rows ``| system - reference | set | Δ [95% CI] per metric |``: paired by file,
-    Wilcoxon p Benjamini-Hochberg adjusted over ``systems`` per metric and set (as ``mal compare``
-    does against its own reference); ▲/▼ mark a significant gain/loss of ``system``."""
-    from mal.metrics.stats import compare_to_reference
-
-    lines = []
-    for test_set in sets:
-        if not (out / test_set / "per_file.csv").is_file():
-            continue
-        rows = per_file_rows(out, test_set)
-        present = {r["system"] for r in rows}
-        mine = [s for s in systems if s in present and s != reference]
-        if reference not in present or not mine:
-            continue
-        columns = [m for m in metrics if m in rows[0]]
-        result = compare_to_reference(rows, columns, [reference, *mine], reference)
-        for system in mine:
-            cells = []
-            for metric in metrics:
-                t = result[system].get(metric)
-                if not t or not math.isfinite(t["mean_diff"]):
-                    cells.append("-")
-                    continue
-                mark = ""
-                if math.isfinite(t.get("p_adj", math.nan)) and t["p_adj"] < 0.05:
-                    mark = " ▲" if t["mean_diff"] > 0 else " ▼"
-                cells.append(f"{t['mean_diff']:+.3f} [{t['diff_ci95_lo']:+.3f}, {t['diff_ci95_hi']:+.3f}]{mark}")
-            lines.append(f"| {system} − {reference} | {SHORT.get(test_set, test_set)} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def contrast_header(metrics: list[str] = CONTRAST_METRICS) -> list[str]:
-    return ["| difference | set | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-
-
-def _consistency(out: Path) -> tuple[str, list[str]]:
-    path = out / "consistency" / "curves.csv"
-    if not path.is_file():
-        return "", []
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    metric = "nisqa_mean" if "nisqa_mean" in rows[0] else next(k for k in rows[0] if k.endswith("_mean"))
-    last = max(int(r["iteration"]) for r in rows)
-    marks = [i for i in (0, 1, 10, 50, 100, 150) if i <= last]
-    if last not in marks:
-        marks.append(last)
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    lines = [f"| model | " + " | ".join(f"pass {i}" for i in marks) + " | peak (pass) |", "|---" * (len(marks) + 2) + "|"]
-    for model in models:
-        values = {int(r["iteration"]): float(r[metric]) for r in rows if r["model"] == model}
-        peak_it = max(values, key=lambda i: values[i] if math.isfinite(values[i]) else -1e9)
-        lines.append(f"| {model} | " + " | ".join(f"{values[i]:.2f}" for i in marks) + f" | {values[peak_it]:.2f} ({peak_it}) |")
-    return metric.replace("_mean", ""), lines
-
-
 def write_report(out: Path, sets: list[str], systems: list[str], not_run: list[str], meta: dict) -> Path:
     """Write report.md and report.html from the per-set summaries and the consistency curves."""
     summaries = _load(out, sets)
@@ -193,7 +122,7 @@ def write_report(out: Path, sets: list[str], systems: list[str], not_run: list[s
             rows = contrasts(out, list(summaries), ext, reference)
             if rows:
                 lines += [f"Against **{reference}**:", "", *contrast_header(), *rows, ""]
-    metric, table = _consistency(out)
+    metric, table = consistency_table(out)
     if table:
         lines += ["", f"## Self-consistency: mean {metric.upper()} over {meta['consistency_clips']} in-domain clips, "
                   f"{meta['iterations']} passes", "", *table, "",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
+sys.path.insert(0, str(REPO / "recipes"))
+
 from recipe_report import write_report  # noqa: E402  (same folder)
+from recipe_tools import make_in_domain_test, run_dfn3, sh  # noqa: E402  (steps shared by the recipes)
 from ship_model import ship  # noqa: E402
 
 FINETUNES = ["baseline-continued", "mal-frozen-fe", "mal-frozen", "mal-dynamic"]
@@ -57,33 +59,6 @@ PEERS = {  # published outputs in ../shared/data (only some files of each set)
 }
 
 
-def relative(arg: str) -> str:
-    """An absolute path under the repository's parent folder (the repo, ../shared), alone or
-    after ``NAME=``, rewritten relative to the repository, where :func:`sh` runs: the reports
-    the commands write then name no machine's folders."""
-    prefix, sep, value = arg.partition("=") if "=" in arg else ("", "", arg)
-    if os.path.isabs(value):
-        # compare the path as written (a symlinked ../shared stays ../shared) and, failing that, resolved
-        for path, repo in ((Path(os.path.abspath(value)), REPO), (Path(value).resolve(), REPO.resolve())):
-            if path.is_relative_to(repo.parent):
-                return prefix + sep + os.path.relpath(path, repo)
-    return prefix + sep + value
-
-
-def sh(args: list[str], log: Path, ok: tuple[int, ...] = (0,)) -> None:
-    """Run ``mal ARGS`` (this interpreter) in the repository, appending output to ``log``; stop on failure."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    args = [relative(a) for a in args]
-    cmd = [sys.executable, "-m", "mal", *args]
-    print(f"[{time.strftime('%H:%M:%S')}] mal {' '.join(args[:3])} ...", flush=True)
-    with open(log, "a") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n")
-        out.flush()
-        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    if code not in ok:
-        raise SystemExit(f"step failed (exit {code}): mal {' '.join(args)}; see {log}")
-
-
 def common_overrides(args, epochs: int, train_size: int) -> list[str]:
     return [
         # SNRs up to 30 dB (DeepFilterNet trains up to 40 dB), so near-clean input is seen in
@@ -93,27 +68,6 @@ def common_overrides(args, epochs: int, train_size: int) -> list[str]:
         "data.val_size=48", "data.num_workers=1", f"trainer.max_epochs={epochs}", "trainer.progress_bar=false",
         "trainer.log_every_n_steps=25", f"trainer.threads={args.threads}", f"seed={args.seed}",
     ]
-
-
-def make_in_domain_test(split_file: Path, data: Path, out: Path, n_clips: int, seed: int) -> None:
-    """Fixed test mixtures of the held-out (test-split) speakers and noises, 4.6 s each
-
-    (DNSMOS tiles shorter clips to 9 s or more: 4.6 s gives one 9.2 s window, not seven)."""
-    from mal.audio import write_audio
-    from mal.data import MixtureDataset, read_split
-
-    if (out / "noisy").is_dir() and len(list((out / "noisy").glob("*.wav"))) == n_clips:
-        return
-    split = read_split(split_file, data)
-    speech = split["speech/test"]
-    noise = split["noise/test"]
-    test = MixtureDataset(speech, noise, sample_rate=16000, segment_seconds=4.6, snr_range_db=(-5.0, 20.0),
-                          epoch_size=n_clips, seed=seed + 99_999, fixed=True)
-    for i in range(n_clips):
-        noisy, clean, params = test.mix(i)
-        name = f"in_{i:03d}_snr{params.snr_db:+05.1f}.wav"
-        write_audio(out / "clean" / name, clean, 16000)
-        write_audio(out / "noisy" / name, noisy, 16000)
 
 
 def main() -> None:
@@ -208,18 +162,6 @@ def main() -> None:
 
     # 8. ship the best model (in-domain headline metrics) as the package default
     print(f"default model: {ship(out, work)}")
-
-
-def run_dfn3(noisy_dir: Path, out_dir: Path) -> None:
-    """DeepFilterNet3 on every file of ``noisy_dir`` (same names, rates, lengths)."""
-    from mal.audio import list_audio, read_audio, write_audio
-    from mal.peers import DeepFilterNet3
-
-    dfn3 = DeepFilterNet3()
-    for path in list_audio(noisy_dir):
-        x, rate = read_audio(path)
-        write_audio(out_dir / path.name, dfn3.enhance(x, rate), rate)
-    dfn3.close()
 
 
 if __name__ == "__main__":
