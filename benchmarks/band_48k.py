@@ -22,16 +22,10 @@ import soundfile as sf
 import torch
 
 from mal.audio import resample
+from mal.dsp import band_energy_db as high_band_db
 from mal.public_models import load_public
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def high_band_db(x: np.ndarray, rate: int, cutoff: float = 8000.0) -> float:
-    """Energy above ``cutoff`` relative to the total, in dB."""
-    spec = np.abs(np.fft.rfft(x)) ** 2
-    freqs = np.fft.rfftfreq(len(x), 1 / rate)
-    return float(10 * np.log10(spec[freqs > cutoff].sum() / spec.sum() + 1e-30))
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHORT = {"in-domain": "In", "vbd-test": "VBD", "dns-test-noreverb": "DNS"}
 # the metrics every contrast is stated on, higher is better for all of them
 CONTRAST_METRICS = ["WB-PESQ", "ESTOI", "SI-SDR", "DNSMOS-OVRL", "DNSMOS-SIG", "NISQA-MOS"]
+# the default model's criterion: lowest mean rank over these in-domain metrics (higher is better)
+HEADLINE = ["NISQA-MOS", "DNSMOS-OVRL", "WB-PESQ", "ESTOI"]
 
 
 def relative(arg: str) -> str:
@@ -92,35 +94,45 @@ def per_file_rows(out: Path, test_set: str) -> list[dict]:
     return rows
 
 
-def contrasts(out: Path, sets: list[str], systems: list[str], reference: str,
-              metrics: list[str] = CONTRAST_METRICS) -> list[str]:
-    """Markdown rows ``| system - reference | set | Δ [95% CI] per metric |``: paired by file,
-    Wilcoxon p Benjamini-Hochberg adjusted over ``systems`` per metric and set (as ``mal compare``
-    does against its own reference); ▲/▼ mark a significant gain/loss of ``system``."""
+def paired(out: Path, test_set: str, systems: list[str], reference: str, metrics: list[str]) -> dict:
+    """``{system: {metric: paired test}}`` of ``systems`` against ``reference`` on one set, from
+    its per_file.csv: paired by file, Wilcoxon p Benjamini-Hochberg adjusted over ``systems`` per
+    metric (as ``mal compare`` does against its own reference). Empty when the set is missing."""
     from mal.metrics.stats import compare_to_reference
 
+    if not (out / test_set / "per_file.csv").is_file():
+        return {}
+    rows = per_file_rows(out, test_set)
+    present = {r["system"] for r in rows}
+    mine = [s for s in systems if s in present and s != reference]
+    if reference not in present or not mine:
+        return {}
+    columns = [m for m in metrics if m in rows[0]]
+    return compare_to_reference(rows, columns, [reference, *mine], reference)
+
+
+def mark(test: dict | None, lower_better: bool = False) -> str:
+    """▲/▼: significantly better/worse (BH-adjusted p < 0.05), '' otherwise."""
+    if not test or not math.isfinite(test.get("p_adj", math.nan)) or test["p_adj"] >= 0.05:
+        return ""
+    return " ▲" if (test["mean_diff"] > 0) != lower_better else " ▼"
+
+
+def contrasts(out: Path, sets: list[str], systems: list[str], reference: str,
+              metrics: list[str] = CONTRAST_METRICS) -> list[str]:
+    """Markdown rows ``| system − reference | set | Δ [95% CI] per metric |`` (see :func:`paired`);
+    ▲/▼ mark a significant gain/loss of ``system``."""
     lines = []
     for test_set in sets:
-        if not (out / test_set / "per_file.csv").is_file():
-            continue
-        rows = per_file_rows(out, test_set)
-        present = {r["system"] for r in rows}
-        mine = [s for s in systems if s in present and s != reference]
-        if reference not in present or not mine:
-            continue
-        columns = [m for m in metrics if m in rows[0]]
-        result = compare_to_reference(rows, columns, [reference, *mine], reference)
-        for system in mine:
+        result = paired(out, test_set, systems, reference, metrics)
+        for system in result:
             cells = []
             for metric in metrics:
                 t = result[system].get(metric)
                 if not t or not math.isfinite(t["mean_diff"]):
                     cells.append("-")
-                    continue
-                mark = ""
-                if math.isfinite(t.get("p_adj", math.nan)) and t["p_adj"] < 0.05:
-                    mark = " ▲" if t["mean_diff"] > 0 else " ▼"
-                cells.append(f"{t['mean_diff']:+.3f} [{t['diff_ci95_lo']:+.3f}, {t['diff_ci95_hi']:+.3f}]{mark}")
+                else:
+                    cells.append(f"{t['mean_diff']:+.3f} [{t['diff_ci95_lo']:+.3f}, {t['diff_ci95_hi']:+.3f}]{mark(t)}")
             lines.append(f"| {system} − {reference} | {SHORT.get(test_set, test_set)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -147,3 +159,14 @@ def consistency_table(out: Path) -> tuple[str, list[str]]:
         peak_it = max(values, key=lambda i: values[i] if math.isfinite(values[i]) else -1e9)
         lines.append(f"| {model} | " + " | ".join(f"{values[i]:.2f}" for i in marks) + f" | {values[peak_it]:.2f} ({peak_it}) |")
     return metric.replace("_mean", ""), lines
+
+
+def choose(summary: dict, candidates: list[str]) -> tuple[str, dict]:
+    """(best system, {system: mean rank}) over the HEADLINE metrics (higher is better)."""
+    ranks: dict[str, list[int]] = {c: [] for c in candidates}
+    for metric in HEADLINE:
+        order = sorted(candidates, key=lambda c: -summary["systems"][c]["metrics"][metric]["mean"])
+        for rank, name in enumerate(order, 1):
+            ranks[name].append(rank)
+    mean_rank = {c: sum(r) / len(r) for c, r in ranks.items()}
+    return min(candidates, key=lambda c: (mean_rank[c], candidates.index(c))), mean_rank

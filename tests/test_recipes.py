@@ -62,3 +62,33 @@ def test_paper_report_links_the_listening_pages_that_exist(tmp_path):
     report = write_report(out, sets, ["Baseline"], [], meta).read_text()
     assert "[vbd-test](vbd-test/index.html)" in report and "[consistency](consistency/index.html)" in report
     assert "in-domain/index.html" not in report  # no page there: no dead link
+
+
+def _pretrained_ship():
+    spec = importlib.util.spec_from_file_location("pretrained_ship_test", REPO / "recipes" / "paper_pretrained" / "ship.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_default_model_choice_excludes_a_model_that_loses_the_band_above_8k():
+    ship = _pretrained_ship()
+    models = {"DFN3-public": "deepfilternet3", "DFN3-mal-frozen": "a.ckpt", "DFN3-mal-dynamic": "b.ckpt"}
+    band = {"speech-48k": -25.8, "DFN3-public": -25.8, "DFN3-mal-frozen": -27.0, "DFN3-mal-dynamic": -40.0}
+    excluded = ship.eligible(models, band)
+    assert list(excluded) == ["DFN3-mal-dynamic"] and "-40.0 dB" in excluded["DFN3-mal-dynamic"]
+
+
+def test_a_default_pointer_loads_the_named_public_model(tmp_path, monkeypatch):
+    import pytest
+
+    from mal import enhance
+
+    monkeypatch.setattr(enhance, "DEFAULT_MODEL", tmp_path / "default.ckpt")  # no weights shipped
+    monkeypatch.setattr(enhance, "DEFAULT_POINTER", tmp_path / "default.yaml")
+    (tmp_path / "default.yaml").write_text("public: deepfilternet3\n")
+    model = enhance.load_model(None)
+    assert model.sample_rate == 48000 and "Apache-2.0" in model.metadata["licence"]
+    (tmp_path / "default.yaml").write_text("public: deepfilternet9\n")
+    with pytest.raises(ValueError, match="default.yaml: 'public' must be one of"):
+        enhance.load_model(None)

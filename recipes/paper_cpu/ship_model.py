@@ -18,18 +18,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
-HEADLINE = ["NISQA-MOS", "DNSMOS-OVRL", "WB-PESQ", "ESTOI"]
+sys.path.insert(0, str(REPO / "recipes"))
 
-
-def choose(summary: dict, candidates: list[str]) -> tuple[str, dict]:
-    """(best system, {system: mean rank}) over the HEADLINE metrics (higher is better)."""
-    ranks: dict[str, list[int]] = {c: [] for c in candidates}
-    for metric in HEADLINE:
-        order = sorted(candidates, key=lambda c: -summary["systems"][c]["metrics"][metric]["mean"])
-        for rank, name in enumerate(order, 1):
-            ranks[name].append(rank)
-    mean_rank = {c: sum(r) / len(r) for c, r in ranks.items()}
-    return min(candidates, key=lambda c: (mean_rank[c], candidates.index(c))), mean_rank
+from recipe_tools import HEADLINE, choose  # noqa: E402  (the criterion both recipes use)
 
 
 def ship(out: Path, work: Path) -> Path:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MAL_LICENCE = "MIT (mal)"
+DFN_LICENCE = "MIT OR Apache-2.0 (Hendrik Schroeter)"  # the public DeepFilterNet weights and models derived from them
 
 
 @dataclass(frozen=True)
@@ -29,14 +30,20 @@ EXTRA_SOURCES: list[Callable[[], list[CatalogEntry]]] = []
 
 def default_model_entry() -> CatalogEntry | None:
     """The model shipped inside the package (what ``mal enhance`` uses without ``--model``)."""
-    from mal.enhance import DEFAULT_MODEL, load_model
+    from mal.enhance import DEFAULT_MODEL, DEFAULT_POINTER, default_public_name, load_model
     from mal.models import count_parameters
 
-    if not DEFAULT_MODEL.is_file():
-        return None
-    model = load_model(DEFAULT_MODEL)
-    return CatalogEntry("default", "pretrained", model.sample_rate, count_parameters(model), MAL_LICENCE,
-                        f"shipped in the mal package ({DEFAULT_MODEL.name}, from recipes/paper_cpu/ship_model.py)")
+    if DEFAULT_MODEL.is_file():
+        model = load_model(DEFAULT_MODEL)
+        licence = DFN_LICENCE if "DeepFilterNet" in getattr(model, "metadata", {}).get("licence", "") else MAL_LICENCE
+        return CatalogEntry("default", "pretrained", model.sample_rate, count_parameters(model), licence,
+                            f"shipped in the mal package ({DEFAULT_MODEL.name}, chosen by a recipe: MODEL_CARD.md)")
+    if DEFAULT_POINTER.is_file():
+        name = default_public_name()
+        model = load_model(name)
+        return CatalogEntry("default", "pretrained", model.sample_rate, count_parameters(model), DFN_LICENCE,
+                            f"the public {name}, unchanged ({DEFAULT_POINTER.name}; chosen by a recipe: MODEL_CARD.md)")
+    return None
 
 
 def preset_entries() -> list[CatalogEntry]:
@@ -87,7 +94,7 @@ def public_entries() -> list[CatalogEntry]:
             continue
         model = import_dfn(source)
         rows.append(CatalogEntry(name, "pretrained", model.sample_rate, count_parameters(model),
-                                 "MIT OR Apache-2.0 (Hendrik Schroeter)", f"official release, imported from {source}"))
+                                 DFN_LICENCE, f"official release, imported from {source}"))
     return rows
 
 

@@ -196,3 +196,14 @@ class FactoredDFT:
         # x = Re(DFT(conj(X))) / n
         out, _ = self._forward(re, -im)
         return out * (self.window / self.n)
+
+
+def band_energy_db(samples: np.ndarray, sample_rate: int, cutoff_hz: float) -> float:
+    """Share of a signal's energy above ``cutoff_hz``, in dB relative to its whole energy
+    (one FFT of the whole signal; -300 dB for a silent one)."""
+    x = np.asarray(samples, dtype=np.float64)
+    x = x if x.ndim == 1 else x.mean(axis=1)
+    power = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / sample_rate)
+    total = float(power.sum())
+    return float(10 * np.log10(max(float(power[freqs > cutoff_hz].sum()) / total, 1e-30))) if total > 0 else -300.0

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "default.ckpt"
+# When the default is an unchanged public model its weights are not shipped twice: this file
+# names it instead (``public: deepfilternet3``); the recipe that ships writes one or the other.
+DEFAULT_POINTER = PRETRAINED_DIR / "default.yaml"
 
 
 def load_model(path: str | os.PathLike | None = None, device: str = "cpu") -> EnhancementModel:
@@ -57,6 +60,8 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu") -> En
     if path is not None and str(path) in PUBLIC_MODELS and not Path(path).exists():
         return load_public(str(path)).to(check_device(device)).eval()
     if path is None:
+        if not DEFAULT_MODEL.is_file() and DEFAULT_POINTER.is_file():
+            return load_model(default_public_name(), device)
         if not DEFAULT_MODEL.is_file():
             raise FileNotFoundError("no default model is shipped in this build: pass --model CKPT")
         path = DEFAULT_MODEL
@@ -70,7 +75,21 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu") -> En
     spec, state = _spec_and_state(ckpt, path)
     model = build_model(spec)
     model.load_state_dict(state)
+    if isinstance(ckpt, dict) and ckpt.get("metadata"):  # licence / provenance written by save_model
+        model.metadata = ckpt["metadata"]
     return model.to(check_device(device)).eval()
+
+
+def default_public_name() -> str:
+    """The public model that :data:`DEFAULT_POINTER` names."""
+    import yaml
+
+    from mal.public_models import PUBLIC_MODELS
+
+    name = (yaml.safe_load(DEFAULT_POINTER.read_text()) or {}).get("public")
+    if name not in PUBLIC_MODELS:
+        raise ValueError(f"{DEFAULT_POINTER}: 'public' must be one of {', '.join(PUBLIC_MODELS)}, got {name!r}")
+    return name
 
 
 def check_device(device: str | torch.device) -> torch.device:

@@ -1,0 +1,62 @@
+"""The paper_pretrained recipe's choice of the package's default model, and shipping it.
+
+Candidates: every model of the run, the public ones included. Excluded: a model that loses the
+band above 8 kHz on 48 kHz speech by more than BAND_TOLERANCE_DB against its public model (the
+16 kHz tests cannot see that band, and mal's training speech has none). Among the rest, the
+lowest mean rank over the in-domain HEADLINE metrics (``recipe_tools.choose``, as paper_cpu).
+An unchanged public model is shipped as a pointer (``pretrained/default.yaml``), a fine-tuned
+one as its weights (``pretrained/default.ckpt``) with the public model's licence notice.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "recipes"))
+
+from recipe_tools import HEADLINE, choose  # noqa: E402
+
+BAND_TOLERANCE_DB = 3.0
+
+
+def eligible(models: dict[str, str], band: dict[str, float]) -> dict[str, str]:
+    """``{name: why excluded}`` for the models that lose the high band (see the module doc)."""
+    out = {}
+    for name in models:
+        public = name.split("-", 1)[0] + "-public"
+        if public in band and name in band and band[name] < band[public] - BAND_TOLERANCE_DB:
+            out[name] = (f"energy above 8 kHz {band[name]:.1f} dB re total vs {band[public]:.1f} dB for {public} "
+                         f"(more than {BAND_TOLERANCE_DB:.0f} dB lost)")
+    return out
+
+
+def ship(out: Path, models: dict[str, str], band: dict[str, float]) -> dict:
+    """Choose, ship, and write ``<out>/default_model.json``; returns its content."""
+    from mal.enhance import DEFAULT_MODEL, DEFAULT_POINTER, load_model, save_model
+    from mal.io import write_text_atomic
+    from mal.public_models import LICENCE, PUBLIC_MODELS
+
+    summary = json.loads((out / "in-domain" / "summary.json").read_text())
+    excluded = eligible(models, band)
+    candidates = [n for n in models if n in summary["systems"] and n not in excluded]
+    best, mean_rank = choose(summary, candidates)
+    source = models[best]
+    if source in PUBLIC_MODELS:
+        write_text_atomic(DEFAULT_POINTER, f"# chosen by recipes/paper_pretrained (results/paper_pretrained/default_model.json)\npublic: {source}\n")
+        DEFAULT_MODEL.unlink(missing_ok=True)
+    else:
+        model = load_model(source)
+        save_model(model, DEFAULT_MODEL, metadata={
+            "licence": LICENCE, "model": best,
+            "recipe": "recipes/paper_pretrained/run.py (results/paper_pretrained/default_model.json)"})
+        DEFAULT_POINTER.unlink(missing_ok=True)
+    choice = {"chosen": best, "source": source if source in PUBLIC_MODELS else f"fine-tuned ({best})",
+              "criterion": f"lowest mean rank on the in-domain test set over {HEADLINE}, among the models that keep "
+                           f"the band above 8 kHz within {BAND_TOLERANCE_DB:.0f} dB of their public model",
+              "mean_rank": mean_rank, "excluded": excluded,
+              "in_domain": {m: summary["systems"][best]["metrics"][m]["mean"] for m in HEADLINE}}
+    write_text_atomic(out / "default_model.json", json.dumps(choice, indent=1) + "\n")
+    return choice
