@@ -185,7 +185,11 @@ def enhance_blocks(
     down = _StreamResampler(sample_rate, rate, channels)
     at_model_rate = (down(block, last) for block, last in _flag_last(blocks))
     up = _StreamResampler(rate, sample_rate, channels)
-    for y, last in _chunked(model, at_model_rate, channels, chunk_seconds, context_seconds, crossfade_seconds):
+    if getattr(model, "block_streaming", False):
+        chunks = _block_streamed(model, at_model_rate, channels)
+    else:
+        chunks = _chunked(model, at_model_rate, channels, chunk_seconds, context_seconds, crossfade_seconds)
+    for y, last in chunks:
         out = up(y, last)
         if len(out):
             yield out
@@ -212,6 +216,46 @@ def _flag_last(items: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]]
         yield previous, False
         previous = item
     yield previous, True
+
+
+# Block length of :func:`_block_streamed`. Measured on DeepFilterNet3 (30 s at 48 kHz, 1 thread):
+# 2-10 s blocks take 0.55-0.7x the time of one whole-signal call (smaller tensors stay in cache)
+# and the activations of a 4 s block are ~50 MB where a 34 s chunk's are ~440 MB.
+BLOCK_SECONDS = 4.0
+
+
+def _block_streamed(model: EnhancementModel, blocks: Iterator[np.ndarray], channels: int) -> Iterator[tuple[np.ndarray, bool]]:
+    """A model whose stream is its offline computation (``block_streaming``, DeepFilterNet):
+    fixed blocks through one stream per channel, the stream's delay dropped and its tail flushed,
+    so the output equals the whole-signal output (to float rounding) with one block in memory."""
+    from mal.streaming import stream_for
+
+    streams = [stream_for(model) for _ in range(channels)]
+    hop, delay = streams[0].hop, streams[0].delay_samples
+    size = max(1, int(BLOCK_SECONDS * model.sample_rate) // hop) * hop
+    pending, n_in = np.zeros((0, channels), np.float32), 0
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.stack([s.process(x[:, c]) for c, s in enumerate(streams)], axis=1)
+
+    emitted = 0  # stream output samples seen so far (the first `delay` precede the signal)
+    for block in blocks:
+        n_in += len(block)
+        pending = np.concatenate((pending, block)) if len(pending) else block
+        k = len(pending) // size * size
+        for start in range(0, k, size):
+            y = run(pending[start : start + size])
+            piece = y[max(0, delay - emitted) :]
+            emitted += len(y)
+            if len(piece):
+                yield piece, False
+        pending = pending[k:]
+    rest = np.pad(pending, ((0, -len(pending) % hop), (0, 0)))
+    tail = run(rest) if len(rest) else np.zeros((0, channels), np.float32)
+    tail = np.concatenate((tail, np.stack([s.flush() for s in streams], axis=1)))
+    piece = tail[max(0, delay - emitted) :]
+    done = max(0, emitted - delay)  # signal samples already yielded
+    yield piece[: max(0, n_in - done)], True
 
 
 def _chunked(

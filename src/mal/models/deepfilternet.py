@@ -319,6 +319,10 @@ class DfDecoder(nn.Module):
 class DeepFilterNet(EnhancementModel):
     """DeepFilterNet2 / DeepFilterNet3; see the module docstring."""
 
+    # Offline file enhancement may run the exact offline computation block by block with the
+    # state carried over (:meth:`frames`, via :func:`mal.streaming.stream_for`): no chunk seams.
+    block_streaming = True
+
     def __init__(self, cfg: DeepFilterNetConfig | None = None, **overrides):
         super().__init__()
         cfg = cfg or DeepFilterNetConfig(**overrides)
