@@ -108,3 +108,21 @@ def test_streaming_and_onnx_cli_match_offline(model_file, tmp_path):
         assert rate == 22050 and len(outs[mode]) == len(x)
     np.testing.assert_allclose(outs["streaming"], outs["offline"], atol=1e-4)
     np.testing.assert_allclose(outs["onnx"], outs["offline"], atol=1e-4)
+
+
+def test_jobs_give_the_same_files_and_report_bad_ones(model_file, tmp_path, capsys):
+    """--jobs 2 (worker processes) writes byte-identical outputs to a serial run, in the same record."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        sf.write(src / f"f{i}.wav", _speechlike(16000, 0.8 + 0.2 * i, seed=i), 16000, subtype="PCM_16")
+    (src / "broken.wav").write_bytes(b"not audio")
+    model = load_model(model_file)
+    serial = enhance_files(model, [src], tmp_path / "serial", progress=False)
+    pooled = enhance_files(model, [src], tmp_path / "pooled", progress=False, jobs=2)
+    assert [p.name for p in pooled.written] == [p.name for p in serial.written] == ["f0.wav", "f1.wav", "f2.wav"]
+    assert [str(s) for s, _ in pooled.failed] == [str(s) for s, _ in serial.failed] == [str(src / "broken.wav")]
+    for name in ("f0.wav", "f1.wav", "f2.wav"):
+        assert (tmp_path / "pooled" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes()
+    assert main(["enhance", str(src), "-o", str(tmp_path / "x"), "--model", str(model_file), "--jobs", "2", "--streaming"]) == 2
+    assert "--jobs needs an offline model" in capsys.readouterr().err

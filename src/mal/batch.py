@@ -92,12 +92,15 @@ def enhance_files(
     overwrite: bool = False,
     progress: bool = True,
     suffix: str = "",
+    jobs: int = 1,
     **chunk_options,
 ) -> BatchResult:
     """Enhance files and folders into ``out_dir`` keeping names, rates, lengths and channels.
 
     Existing outputs are skipped (so an interrupted job resumes) unless ``overwrite``. Bad
     inputs and outputs that cannot be written are recorded in ``failed`` and the job goes on.
+    ``jobs > 1`` enhances that many files at a time in worker processes (one torch thread
+    each; an offline model only: a frame stream holds one signal's state).
     """
     from mal.enhance import enhance_file
     from mal.progress import Progress
@@ -105,40 +108,86 @@ def enhance_files(
     out_dir = Path(out_dir)
     check_output_dir(out_dir, inputs, overwrite, suffix)
     items = expand_inputs(inputs, skip=out_dir, suffix=suffix)
+    if jobs > 1 and hasattr(model, "process"):
+        raise ValueError("--jobs needs an offline model: a frame stream (--streaming, --onnx) enhances one file at a time")
     result = BatchResult()
     claimed: dict[Path, Path] = {}  # output -> the input it is written from
-    with Progress(len(items), "enhance", quiet=not progress) as bar:
-        for src, rel in items:
-            _enhance_one(model, src, output_path(out_dir, rel, suffix), overwrite, claimed, result, enhance_file,
-                         chunk_options)
-            bar.update()
+    todo = []
+    for src, rel in items:
+        dst = output_path(out_dir, rel, suffix)
+        if _plan(src, dst, overwrite, claimed, result):
+            todo.append((src, dst))
+    with Progress(len(items), "enhance", initial=len(items) - len(todo), quiet=not progress) as bar:
+        if jobs <= 1 or len(todo) <= 1:
+            for src, dst in todo:
+                _record(model, src, dst, _attempt(enhance_file, model, src, dst, chunk_options), result)
+                bar.update()
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
+
+            # processes, not threads: DeepFilterNet-style models spend their time in per-frame
+            # recurrent steps that one more torch thread barely speeds up; a file per worker does
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                                     initializer=_init_worker, initargs=(model,)) as pool:
+                futures = [(src, dst, pool.submit(_worker_enhance, src, dst, chunk_options)) for src, dst in todo]
+                for src, dst, future in futures:  # in input order: the record reads like a serial run
+                    _record(model, src, dst, future.result(), result)
+                    bar.update()
     return result
 
 
-def _enhance_one(model, src: Path, dst: Path, overwrite: bool, claimed: dict[Path, Path], result: BatchResult,
-                 enhance_file, chunk_options: dict) -> None:
+def _plan(src: Path, dst: Path, overwrite: bool, claimed: dict[Path, Path], result: BatchResult) -> bool:
+    """Whether ``src`` is to be enhanced into ``dst``; records why not in ``result``."""
     if dst.resolve() == src.resolve():
         result.failed.append((src, "output would overwrite the input"))
-        return
+        return False
     if dst.resolve() in claimed:
         result.failed.append((src, f"{src}: output {dst} is already written from {claimed[dst.resolve()]}"))
-        return
+        return False
     claimed[dst.resolve()] = src
     # A run killed mid-file leaves only a hidden temporary file: delete it, redo that file.
     remove_stale_parts(dst)
     if dst.exists() and not overwrite:
         result.skipped.append(src)
-        return
+        return False
+    return True
+
+
+def _attempt(enhance_file, model, src: Path, dst: Path, chunk_options: dict) -> int | AudioError:
+    """Samples above full scale, or the file's one-line error."""
     try:
-        over = enhance_file(model, src, dst, **chunk_options)
+        return enhance_file(model, src, dst, **chunk_options)
     except AudioError as err:
-        result.failed.append((src, str(err)))
+        return err
+
+
+_WORKER_MODEL = None
+
+
+def _init_worker(model) -> None:
+    import torch
+
+    global _WORKER_MODEL
+    torch.set_num_threads(1)  # the pool provides the parallelism
+    _WORKER_MODEL = model
+
+
+def _worker_enhance(src: Path, dst: Path, chunk_options: dict) -> int | AudioError:
+    from mal.enhance import enhance_file
+
+    return _attempt(enhance_file, _WORKER_MODEL, src, dst, chunk_options)
+
+
+def _record(model, src: Path, dst: Path, outcome: int | AudioError, result: BatchResult) -> None:
+    if isinstance(outcome, AudioError):
+        result.failed.append((src, str(outcome)))
         return
     result.written.append(dst)
     if dst.suffix != src.suffix:
         result.renamed.append((src, dst))
-    if over:
-        result.over_full_scale.append((dst, over))
+    if outcome:
+        result.over_full_scale.append((dst, outcome))
     rate = audio_info(src)[0]
     if rate > model.sample_rate:
         result.wider_band.append((src, rate))

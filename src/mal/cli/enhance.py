@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
                                                 "lets -o be the input folder")
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="chunk length for long files (bounds memory)")
     p.add_argument("--threads", type=int, help="torch / onnxruntime CPU threads")
+    p.add_argument("--jobs", type=int, default=1, help="files enhanced at a time, in worker processes of one thread each "
+                                                       "(offline models; default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--streaming", action="store_true", help="frame-by-frame with carried state (same output as offline)")
@@ -29,6 +31,10 @@ def run(args) -> int:
     from mal.batch import check_output_dir, expand_inputs
 
     # the cheap checks first: a wrong folder is reported before torch and the model load
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.jobs > 1 and (args.streaming or args.onnx):
+        raise ValueError("--jobs needs an offline model: --streaming and --onnx enhance one file at a time")
     check_output_dir(Path(args.output_dir), args.inputs, args.overwrite, args.suffix)
     expand_inputs(args.inputs, skip=args.output_dir, suffix=args.suffix)
     import torch
@@ -49,7 +55,7 @@ def run(args) -> int:
 
             model = stream_for(model)
     result = enhance_files(model, args.inputs, args.output_dir, overwrite=args.overwrite, progress=not args.quiet,
-                           suffix=args.suffix, chunk_seconds=args.chunk_seconds)
+                           suffix=args.suffix, jobs=args.jobs, chunk_seconds=args.chunk_seconds)
     print(f"wrote {len(result.written)} file(s) to {args.output_dir}" + (f", {len(result.skipped)} already there (skipped)" if result.skipped else ""))
     print_notes(result, model.sample_rate)
     if result.failed:
