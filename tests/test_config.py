@@ -52,3 +52,10 @@ def test_every_command_prints_help(capsys):
             main(["--help"] if command is None else [command, "--help"])
         assert done.value.code == 0
     assert "usage: mal" in capsys.readouterr().out
+
+
+def test_exponent_numbers_without_a_dot_are_numbers():
+    """PyYAML reads 5e-5 as a string (YAML 1.1); an override the user types that way is a number."""
+    cfg = load_config(None, ["optim.lr=5e-5", "optim.weight_decay=1E-2", "output_dir=runs/5e-5"])
+    assert cfg["optim"]["lr"] == 5e-5 and cfg["optim"]["weight_decay"] == 0.01
+    assert cfg["output_dir"] == "runs/5e-5"

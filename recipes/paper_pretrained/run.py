@@ -79,6 +79,19 @@ def finetune_overrides(args, epochs: int, train_size: int, split_file: Path) -> 
     ]
 
 
+def first_pairs(folder: Path, out: Path, n: int, key: str = "noisy") -> Path:
+    """A test set of the first ``n`` noisy/clean pairs of ``folder`` (and its peers' files), as links."""
+    names = sorted(p.name for p in (folder / key).iterdir())[:n]
+    for sub in [d for d in folder.iterdir() if d.is_dir()]:
+        (out / sub.name).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if (sub / name).is_file() and not (out / sub.name / name).exists():
+                (out / sub.name / name).symlink_to(sub / name)
+        if not any((out / sub.name).iterdir()):
+            (out / sub.name).rmdir()
+    return out
+
+
 def make_split(work: Path, data: Path, seed: int) -> Path:
     """The speaker/noise split of paper_cpu (mal's split function, the same seed and fractions)."""
     from mal.config import load_config
@@ -104,6 +117,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads for training and enhancement")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ship", action="store_true", help="do not change the package's default model")
+    p.add_argument("--test-files", type=int, default=None,
+                   help="only the first N pairs of each out-of-domain test set (a quick check; the committed run uses all)")
     args = p.parse_args()
     data, work, out = Path(args.data).resolve(), Path(args.work).resolve(), Path(args.out).resolve()
     if not (data / "librispeech-train-clean-100-subset").is_dir():
@@ -126,6 +141,9 @@ def main() -> None:
     in_domain = work / "test_in"
     make_in_domain_test(split_file, data, in_domain, n_in, args.seed)
     test_sets = {"in-domain": in_domain, "vbd-test": data / "vbd-test", "dns-test-noreverb": data / "dns-test-noreverb"}
+    if args.test_files:
+        test_sets = {name: (folder if name == "in-domain" else first_pairs(folder, work / "test_subsets" / name, args.test_files))
+                     for name, folder in test_sets.items()}
 
     # 2. fine-tunes, the same epochs and mixtures each
     models: dict[str, str] = {}  # row name: checkpoint or public name
@@ -144,6 +162,8 @@ def main() -> None:
     # 3. enhance every test set (and the 48 kHz speech for step 5) with every model
     enhanced = work / "enhanced"
     band_input = data / "speech-48k" / "clean"
+    if args.test_files:
+        band_input = first_pairs(data / "speech-48k", work / "test_subsets" / "speech-48k", args.test_files, "clean") / "clean"
     for set_name, folder in {**{k: v / "noisy" for k, v in test_sets.items()}, "speech-48k": band_input}.items():
         for name, model in models.items():
             target = enhanced / set_name / name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,17 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
         key, raw = item.split("=", 1)
-        apply_override(cfg, key.strip(), yaml.safe_load(raw))
+        apply_override(cfg, key.strip(), _parse_value(raw))
     return cfg
+
+
+def _parse_value(raw: str) -> Any:
+    """An override's value as YAML, except that ``5e-5``-style numbers are numbers (YAML 1.1,
+    which PyYAML follows, reads a float without a dot as a string)."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)
+    return value
 
 
 def apply_override(cfg: dict, dotted: str, value: Any) -> None:
