@@ -17,6 +17,14 @@ visible in the summary.
 
 Cache: one SQLite file; a key covers both files' path, size and mtime, the metric group and
 the options that change it, so a re-run scores only new or changed files and new groups.
+
+Speed: each process loads DNSMOS and NISQA once. What depends on a reference alone (its
+P.56 level, the reference side of the composite measures and of MCD) is computed once per
+reference and process and reused for every system scored against it; the composite
+measures reuse the pair's WB-PESQ when the pesq group computed it. With ``n_jobs`` > 1 the
+jobs sharing a reference go to one worker together (largest files first, to even out the
+end), and each worker runs its libraries on one thread. The numbers are those of scoring
+each file alone (tests/test_scoring_speed.py).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import os
 import sqlite3
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import cached_property
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -130,11 +139,57 @@ def _some_audio(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _load_pair(job: Job, level_align: str) -> tuple[np.ndarray, np.ndarray | None, int, dict]:
+class ReferenceSide:
+    """What is computed from one (trimmed) reference alone, made on first use."""
+
+    def __init__(self, reference: np.ndarray, rate: int) -> None:
+        self.reference, self.rate = reference, rate
+
+    @cached_property
+    def level(self) -> float:
+        return active_speech_level(self.reference, self.rate)
+
+    @cached_property
+    def composite(self):
+        from mal.metrics.intrusive import composite_reference
+
+        return composite_reference(self.reference, self.rate)
+
+    @cached_property
+    def mcd(self) -> np.ndarray:
+        from mal.metrics.intrusive import mcd_reference
+
+        return mcd_reference(self.reference, self.rate)
+
+
+# The reference side of the last reference scored in this process: run_jobs hands the jobs
+# sharing a reference to one process one after another, so one is enough; it is dropped
+# before the next reference's is made, so two long references are never held at once.
+_REFERENCE_SIDES: dict[tuple, ReferenceSide] = {}
+
+
+def _reference_side(path: str, reference: np.ndarray, rate: int) -> ReferenceSide:
+    # file identity plus the trimmed length: the same key means the same reference samples
+    key = (*_stat(path), len(reference), rate)
+    if key not in _REFERENCE_SIDES:
+        _REFERENCE_SIDES.clear()
+        _REFERENCE_SIDES[key] = ReferenceSide(reference, rate)
+    return _REFERENCE_SIDES[key]
+
+
+@dataclass
+class Shared:
+    """What the groups of one pair reuse: the reference side, and WB-PESQ once computed."""
+
+    reference: ReferenceSide | None = None
+    pesq: float | None = None
+
+
+def _load_pair(job: Job, level_align: str) -> tuple[np.ndarray, np.ndarray | None, int, dict, ReferenceSide | None]:
     processed, rate = read_audio(job.path)
     info: dict = {"samples": int(len(processed)), "rate": rate, "notes": ""}
     if job.reference is None:
-        return processed, None, rate, info
+        return processed, None, rate, info, None
     reference, ref_rate = read_audio(job.reference)
     if ref_rate != rate:
         processed = resample(processed, rate, ref_rate)
@@ -145,11 +200,12 @@ def _load_pair(job: Job, level_align: str) -> tuple[np.ndarray, np.ndarray | Non
         info["notes"] = f"length differs from the reference by {diff} samples; trimmed to the shorter"
     n = min(len(processed), len(reference))
     processed, reference = processed[:n], reference[:n]
-    info["level_db"] = active_speech_level(processed, rate) - active_speech_level(reference, rate)
+    side = _reference_side(job.reference, reference, rate)
+    info["level_db"] = active_speech_level(processed, rate) - side.level
     if level_align == "ls":
         gain = float(np.dot(reference, processed) / max(float(np.dot(processed, processed)), 1e-20))
         processed = (processed * gain).astype(np.float32)
-    return processed, reference, rate, info
+    return processed, reference, rate, info, side
 
 
 _NISQA_SCORERS: dict[str, object] = {}
@@ -163,9 +219,16 @@ def _nisqa(weights: str):
     return _NISQA_SCORERS[weights]
 
 
-def compute_group(group: str, processed: np.ndarray, reference: np.ndarray | None, rate: int, options: ScoreOptions) -> dict[str, float]:
-    """The metric values of one group for one (aligned, equal-length) pair."""
+def compute_group(group: str, processed: np.ndarray, reference: np.ndarray | None, rate: int, options: ScoreOptions,
+                  shared: Shared | None = None) -> dict[str, float]:
+    """The metric values of one group for one (aligned, equal-length) pair.
+
+    ``shared``: the pair's reference side and WB-PESQ, reused by composite and MCD (the
+    same numbers as without it).
+    """
     from mal.metrics import intrusive as m
+
+    shared = shared or Shared()
 
     if group == "pesq":
         return {"WB-PESQ": m.wb_pesq(reference, processed, rate)}
@@ -178,13 +241,14 @@ def compute_group(group: str, processed: np.ndarray, reference: np.ndarray | Non
     if group == "lsd":
         return {"LSD": m.lsd(reference, processed, rate)}
     if group == "mcd":
-        return {"MCD": m.mcd(reference, processed, rate)}
+        return {"MCD": m.mcd(reference, processed, rate, shared.reference.mcd if shared.reference else None)}
     if group == "composite":
-        return m.composite(reference, processed, rate)
+        pesq_score = shared.pesq if shared.pesq is not None and math.isfinite(shared.pesq) else None
+        return m.composite(reference, processed, rate, pesq_score, shared.reference.composite if shared.reference else None)
     if group == "dnsmos":
-        from mal.metrics.dnsmos import dnsmos
+        from mal.metrics.dnsmos import scorer
 
-        return dnsmos(processed, rate)
+        return scorer().score(processed, rate)  # one ORT thread, in any process: the same numbers for any --jobs
     if group == "nisqa":
         return _nisqa(str(options.nisqa_weights)).score(processed, rate)
     raise ValueError(f"unknown metric group {group}")
@@ -214,8 +278,9 @@ def _undefined_reason(group: str, processed: np.ndarray, reference: np.ndarray |
 
 def score_job(job: Job, groups: tuple[str, ...], options: ScoreOptions) -> dict:
     """Scores of ``groups`` for one job: ``{group: values}`` plus ``_info``; raises AudioError."""
-    processed, reference, rate, info = _load_pair(job, options.level_align)
+    processed, reference, rate, info, side = _load_pair(job, options.level_align)
     out: dict = {INFO_GROUP: info, FAILURES: {}}
+    shared = Shared(side)
     for group in groups:
         reason = _undefined_reason(group, processed, reference, rate)
         if reason:  # NaN with a note saying why, rather than a library's cryptic error or a fake value
@@ -223,13 +288,30 @@ def score_job(job: Job, groups: tuple[str, ...], options: ScoreOptions) -> dict:
             out[FAILURES][group] = reason
             continue
         try:
-            out[group] = compute_group(group, processed, reference, rate, options)
+            out[group] = compute_group(group, processed, reference, rate, options, shared)
+            if group == "pesq":
+                shared.pesq = out[group]["WB-PESQ"]
         except AudioError:
             raise
         except Exception as err:  # a metric failing on one file: NaN and a note, batch goes on
             out[group] = {name: math.nan for name in GROUPS[group]}
             out[FAILURES][group] = f"{group} failed: {_one_line(err)}"
     return out
+
+
+def score_chunk(chunk: list[tuple[Job, tuple[str, ...]]], options: ScoreOptions) -> list[dict | str]:
+    """``score_job`` for each (job, groups), in order; a job that fails gives its one-line message."""
+    out: list[dict | str] = []
+    for job, groups in chunk:
+        try:
+            out.append(score_job(job, groups, options))
+        except Exception as err:  # a bad file: reported, the chunk goes on
+            out.append(_error_message(job, err))
+    return out
+
+
+def _error_message(job: Job, err: BaseException) -> str:
+    return str(err) if isinstance(err, AudioError) else f"{job.path}: {_one_line(err)}"
 
 
 def _one_line(err: BaseException) -> str:
@@ -282,9 +364,29 @@ def _stat(path: str | None) -> list | None:
 
 
 def _init_worker() -> None:
-    # One thread per worker: the pool provides the parallelism.
+    # One thread per worker: the pool provides the parallelism. The variables reach torch and
+    # BLAS (imported later, here); DNSMOS runs ONNX Runtime on one thread in every process.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
+
+
+def _chunks(jobs: list[Job], todo: list[tuple[int, tuple[str, ...]]], largest_first: bool) -> list[list[tuple[int, tuple[str, ...]]]]:
+    """``todo`` grouped by reference (in first-seen order), each group one unit of work."""
+    groups: dict = {}
+    for i, groups_todo in todo:
+        reference = jobs[i].reference
+        groups.setdefault(reference if reference is not None else ("", i), []).append((i, groups_todo))
+    chunks = list(groups.values())
+    if largest_first:  # the longest files first, so no worker is left with a long one at the end
+        chunks.sort(key=lambda chunk: -sum(_size(jobs[i].path) for i, _ in chunk))
+    return chunks
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # reported when scored
 
 
 def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path: str | os.PathLike | None = None,
@@ -295,12 +397,13 @@ def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path
     cache = ScoreCache(cache_path)
     result = RunResult()
     scored: dict[int, dict] = {}
+    errors: dict[int, str] = {}  # by job index: reported in job order whatever order jobs finish in
     todo: list[tuple[int, tuple[str, ...]]] = []
     for i, job in enumerate(jobs):
         try:
             have = {g: cache.get(ScoreCache.key(job, g, options)) for g in (INFO_GROUP, *options.groups)}
         except OSError as err:
-            result.errors.append(f"{job.path}: {_one_line(err)}")
+            errors[i] = f"{job.path}: {_one_line(err)}"
             continue
         missing = tuple(g for g in options.groups if have[g] is None)
         scored[i] = {g: v for g, v in have.items() if v is not None}
@@ -309,12 +412,11 @@ def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path
 
     bar = Progress(len(jobs), "scoring", initial=len(jobs) - len(todo), quiet=not progress)
 
-    def finish(i: int, groups: tuple[str, ...], out: dict | Exception) -> None:
+    def finish(i: int, out: dict | str) -> None:
         job = jobs[i]
-        if isinstance(out, Exception):
-            message = str(out) if isinstance(out, AudioError) else f"{job.path}: {_one_line(out)}"
-            result.errors.append(message)
-            bar.write(f"error: {message}")
+        if isinstance(out, str):  # the file's one-line error
+            errors[i] = out
+            bar.write(f"error: {out}")
             scored.pop(i, None)
         else:
             for group, values in out.items():
@@ -324,25 +426,30 @@ def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path
             scored[i].update(out)
         bar.update(1)
 
+    parallel = n_jobs > 1 and len(todo) > 1
+    chunks = _chunks(jobs, todo, largest_first=parallel)
     try:
-        if n_jobs <= 1 or len(todo) <= 1:
-            for i, groups in todo:
-                try:
-                    finish(i, groups, score_job(jobs[i], groups, options))
-                except Exception as err:
-                    finish(i, groups, err)
+        if not parallel or len(chunks) <= 1:
+            for chunk in chunks:
+                for i, groups in chunk:
+                    finish(i, score_chunk([(jobs[i], groups)], options)[0])
         else:
-            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-                futures = {pool.submit(score_job, jobs[i], groups, options): (i, groups) for i, groups in todo}
+            with ProcessPoolExecutor(max_workers=min(n_jobs, len(chunks)), mp_context=get_context("spawn"),
+                                     initializer=_init_worker) as pool:
+                futures = {pool.submit(score_chunk, [(jobs[i], groups) for i, groups in chunk], options): chunk
+                           for chunk in chunks}
                 for future in as_completed(futures):
-                    i, groups = futures[future]
+                    chunk = futures[future]
                     try:
-                        finish(i, groups, future.result())
-                    except Exception as err:
-                        finish(i, groups, err)
+                        outs = future.result()
+                    except Exception as err:  # the worker died (or could not take the chunk): each job is reported
+                        outs = [_error_message(jobs[i], err) for i, _ in chunk]
+                    for (i, _), out in zip(chunk, outs):
+                        finish(i, out)
     finally:
         bar.close()
         cache.close()
+    result.errors = [errors[i] for i in sorted(errors)]
 
     for i in sorted(scored):
         job, parts = jobs[i], scored[i]
