@@ -1,19 +1,30 @@
-"""Files per second of `mal evaluate`'s scoring with --jobs 1 and --jobs 2 (no cache).
+"""Files per second of `mal evaluate`'s scoring, per --jobs, against an older revision if asked.
 
-    python benchmarks/bench_evaluate.py [--files 12] [--metrics all] [--nisqa-weights PATH]
+    python benchmarks/bench_evaluate.py [--files N] [--jobs 1,2] [--baseline REV] [--metrics all]
+                                        [--nisqa-weights PATH] [--out PATH]
 
-Scores the first N noisy VoiceBank-DEMAND test files of ../shared/data/vbd-test against their
-clean references, once per job count, and writes benchmarks/results_evaluate.json. The time
-includes starting the worker processes (each loads its models once). Not run by the tests.
+Scores the first N (default: all 64) noisy VoiceBank-DEMAND test files of
+../shared/data/vbd-test against their clean references, without the cache, once per job
+count, and writes benchmarks/results_evaluate.json. Each measurement is a fresh Python
+process, so its time includes imports, starting the workers and loading the models, as a
+`mal evaluate` run does. With --baseline REV, the same measurements are made with
+src/mal of git revision REV (extracted to a temporary folder), in the same run, and the
+scores of every file and metric are compared with it (max relative difference per
+metric). Not run by the tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
 import os
 import platform
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,51 +34,112 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "vbd-test"))
-    parser.add_argument("--files", type=int, default=12)
+    parser.add_argument("--files", type=int, default=0, help="first N files (default 0: all)")
     parser.add_argument("--metrics", default="all")
     parser.add_argument("--jobs", default="1,2", help="comma list of worker counts")
+    parser.add_argument("--baseline", default=None, help="git revision whose src/mal is measured too, for reference")
     parser.add_argument("--nisqa-weights", default=os.environ.get("MAL_NISQA_WEIGHTS",
                         str(REPO.parent / "shared" / "models" / "nisqa" / "nisqa.tar")))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results_evaluate.json"))
+    parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # internal: one measurement, in a child
     args = parser.parse_args()
-
-    from mal.metrics import parse_groups
-    from mal.metrics.runner import ScoreOptions, check_groups, pair_jobs, run_jobs
-    from mal.report import write_json
+    if args.measure:
+        return _measure(json.loads(args.measure))
 
     data = Path(args.data)
     if not (data / "noisy").is_dir():
         print(f"benchmark data not found at {data}", file=sys.stderr)
         return 2
-    jobs, _ = pair_jobs("Noisy", data / "noisy", data / "clean")
-    jobs = jobs[: args.files]
     weights = args.nisqa_weights if Path(args.nisqa_weights).is_file() else None
-    groups, skipped = check_groups(parse_groups(args.metrics), weights, True)
-    options = ScoreOptions(groups, weights)
-    audio_seconds = sum(_duration(j.path) for j in jobs)
-    results = []
-    for n_jobs in (int(j) for j in args.jobs.split(",")):
-        start = time.perf_counter()
-        result = run_jobs(jobs, options, n_jobs=n_jobs, cache_path=None, progress=False)
-        wall = time.perf_counter() - start
-        results.append({"jobs": n_jobs, "files": len(result.rows), "errors": len(result.errors), "wall_s": round(wall, 2),
-                        "files_per_s": round(len(result.rows) / wall, 3),
-                        "audio_s_per_s": round(audio_seconds / wall, 2)})
-        print(f"--jobs {n_jobs}: {len(result.rows)} files in {wall:.1f} s = {len(result.rows) / wall:.2f} files/s")
-    write_json(args.out, {"benchmark": "mal evaluate scoring throughput", "metric_groups": list(groups),
-                          "skipped": skipped, "audio_seconds": round(audio_seconds, 1), "results": results,
+    job_counts = [int(j) for j in args.jobs.split(",")]
+    with tempfile.TemporaryDirectory(prefix="mal-bench-") as tmp:
+        codes = {"current": str(REPO / "src")}
+        if args.baseline:
+            codes = {f"baseline {args.baseline}": _extract(args.baseline, Path(tmp) / "baseline"), **codes}
+        results, rows = [], {}
+        for n_jobs in job_counts:
+            for code, src in codes.items():
+                spec = {"data": str(data), "files": args.files, "metrics": args.metrics, "weights": weights,
+                        "jobs": n_jobs, "rows": str(Path(tmp) / f"rows-{len(results)}.json")}
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+                subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)], env=env, check=True)
+                measured = json.loads(Path(spec["rows"]).read_text())
+                rows[(code, n_jobs)] = measured.pop("rows")
+                results.append({"code": code, "jobs": n_jobs, **measured})
+                print(f"{code:>20} --jobs {n_jobs}: {measured['files']} files in {measured['wall_s']:.1f} s "
+                      f"= {measured['files_per_s']:.2f} files/s")
+    reference = results[0]
+    for entry in results:
+        entry["speedup_vs_first"] = round(reference["wall_s"] / entry["wall_s"] * entry["files"] / reference["files"], 2)
+        entry["max_rel_diff_vs_first"] = _max_rel_diff(rows[(reference["code"], reference["jobs"])],
+                                                       rows[(entry["code"], entry["jobs"])])
+    from mal.report import write_json
+
+    first = results[0]
+    write_json(args.out, {"benchmark": "mal evaluate scoring throughput", "metric_groups": first["groups"],
+                          "skipped": first["skipped"], "audio_seconds": first["audio_seconds"], "results": results,
+                          "reference_row": f"{reference['code']} --jobs {reference['jobs']}",
                           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                       "platform": platform.platform()},
-                          "note": "wall time includes worker start-up and model loading; the CPU may be shared"})
+                          "note": "each row is a fresh process: wall time includes imports, worker start-up and "
+                                  "model loading; the CPU may be shared"})
     print(f"wrote {args.out}")
     return 0
 
 
-def _duration(path: str) -> float:
+def _extract(revision: str, folder: Path) -> str:
+    """src/mal of ``revision`` under ``folder``; returns the folder to put on PYTHONPATH."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "src/mal"], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return str(folder / "src")
+
+
+def _measure(spec: dict) -> int:
+    """One measurement in this (fresh) process: imports, scoring, model loading all timed."""
+    start = time.perf_counter()
     import soundfile as sf
 
-    info = sf.info(path)
-    return info.frames / info.samplerate
+    from mal.metrics import parse_groups
+    from mal.metrics.runner import ScoreOptions, check_groups, pair_jobs, run_jobs
+
+    data = Path(spec["data"])
+    jobs, _ = pair_jobs("Noisy", data / "noisy", data / "clean")
+    jobs = jobs[: spec["files"] or None]
+    groups, skipped = check_groups(parse_groups(spec["metrics"]), spec["weights"], True)
+    result = run_jobs(jobs, ScoreOptions(groups, spec["weights"]), n_jobs=spec["jobs"], cache_path=None, progress=False)
+    wall = time.perf_counter() - start
+    audio_seconds = sum(sf.info(j.path).duration for j in jobs)
+    import mal
+
+    Path(spec["rows"]).write_text(json.dumps({
+        "mal": str(Path(mal.__file__).parent), "files": len(result.rows), "errors": len(result.errors),
+        "wall_s": round(wall, 2), "files_per_s": round(len(result.rows) / wall, 3),
+        "audio_s_per_s": round(audio_seconds / wall, 2), "groups": list(groups), "skipped": skipped,
+        "audio_seconds": round(audio_seconds, 1), "rows": result.rows}))
+    return 0
+
+
+def _max_rel_diff(rows_a: list[dict], rows_b: list[dict]) -> dict[str, float | str] | str:
+    """Per metric, the largest |a - b| / |a| over files (0.0: identical; NaN in both counts as equal)."""
+    by_file = {r["file"]: r for r in rows_b}
+    if sorted(by_file) != sorted(r["file"] for r in rows_a):
+        return "different files scored"
+    worst: dict[str, float] = {}
+    for a in rows_a:
+        b = by_file[a["file"]]
+        for name, value in a.items():
+            if not isinstance(value, float):
+                continue
+            other = b[name]
+            if value == other or (math.isnan(value) and math.isnan(other)):
+                diff = 0.0
+            elif math.isnan(value) or math.isnan(other):
+                diff = math.inf
+            else:
+                diff = abs(value - other) / max(abs(value), 1e-300)
+            worst[name] = max(worst.get(name, 0.0), diff)
+    return {name: diff if math.isfinite(diff) else "NaN on one side only" for name, diff in worst.items()}
 
 
 if __name__ == "__main__":
