@@ -117,7 +117,7 @@ def write_report(out: Path, sets: list[str], families: list[str], variants: dict
     pages = [f"[{s}]({s}/index.html)" for s in summaries if (out / s / "index.html").exists()]
     pages += ["[consistency](consistency/index.html)"] if (out / "consistency" / "index.html").exists() else []
     if pages:
-        lines += ["Listening pages (audio, spectrograms, sortable per-file tables; open in a browser): " + ", ".join(pages), ""]
+        lines += ["Listening pages (audio, spectrograms, sortable per-file tables; open in a browser; written by the run and not committed, as their audio is the test sets' own): " + ", ".join(pages), ""]
     lines += ["Per-set reports: " + ", ".join(f"[{s}]({s}/report.md)" for s in summaries), "",
               "Run settings: `" + json.dumps(meta) + "`", ""]
     (out / "report.md").write_text("\n".join(lines))
