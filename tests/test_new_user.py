@@ -243,7 +243,8 @@ def test_version_models_and_what_a_config_trains(capsys):
     listing = capsys.readouterr().out
     rows = {line.split()[0]: line for line in listing.splitlines()[1:-1]}
     assert {"default", "dfnet_16k", "dfnet_48k"} <= set(rows)
-    assert "pretrained  16 kHz" in rows["default"] and "preset      48 kHz  2.35 M  MIT" in rows["dfnet_48k"]
+    assert "pretrained  48 kHz" in rows["default"] and "Hendrik Schroeter" in rows["default"]  # a public DeepFilterNet or a fine-tune
+    assert "preset      48 kHz  2.35 M  MIT" in rows["dfnet_48k"]
     assert main(["info", "--list"]) == 0 and capsys.readouterr().out == listing
     assert main(["info", str(REPO / "configs" / "mal_dynamic.yaml")]) == 0
     out = capsys.readouterr().out
