@@ -79,6 +79,22 @@ def test_default_model_choice_excludes_a_model_that_loses_the_band_above_8k():
     assert list(excluded) == ["DFN3-mal-dynamic"] and "-40.0 dB" in excluded["DFN3-mal-dynamic"]
 
 
+def test_default_model_choice_excludes_a_model_below_the_public_dfn3_in_domain():
+    ship = _pretrained_ship()
+
+    def system(nisqa, ovrl, pesq, estoi):
+        values = {"NISQA-MOS": nisqa, "DNSMOS-OVRL": ovrl, "WB-PESQ": pesq, "ESTOI": estoi}
+        return {"metrics": {m: {"mean": v} for m, v in values.items()}}
+
+    summary = {"systems": {"DFN3-public": system(3.66, 2.99, 2.17, 0.775), "DFN2-baseline-continued": system(3.54, 2.95, 2.61, 0.807),
+                           "DFN3-mal-frozen": system(3.65, 2.98, 2.20, 0.780)}}
+    models = {name: f"{name}.ckpt" for name in summary["systems"]}
+    excluded = ship.below_floor(summary, models)
+    assert list(excluded) == ["DFN2-baseline-continued"]  # 0.12 below on NISQA, 0.04 on OVRL; a 0.01 gap is allowed
+    assert "NISQA-MOS 3.540 vs 3.660" in excluded["DFN2-baseline-continued"] and "WB-PESQ" not in excluded["DFN2-baseline-continued"]
+    assert ship.below_floor({"systems": {k: v for k, v in summary["systems"].items() if k != "DFN3-public"}}, models) == {}
+
+
 def test_a_default_pointer_loads_the_named_public_model(tmp_path, monkeypatch):
     import pytest
 

@@ -117,6 +117,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads for training and enhancement")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ship", action="store_true", help="do not change the package's default model")
+    p.add_argument("--report-only", action="store_true",
+                   help="only choose the default model and write the report again from a finished run's results")
     p.add_argument("--test-files", type=int, default=None,
                    help="only the first N pairs of each out-of-domain test set (a quick check; the committed run uses all)")
     args = p.parse_args()
@@ -153,6 +155,8 @@ def main() -> None:
         models[f"{family}-public"] = FAMILIES[family]
         for variant, (config, extra) in variants_of(family).items():
             run_dir = work / f"{family}-{variant}"
+            if args.report_only and not (run_dir / "DONE").is_file():
+                raise SystemExit(f"--report-only: {run_dir} has no finished fine-tune; run without --report-only")
             if not (run_dir / "DONE").is_file():
                 resume = ["--resume"] if (run_dir / "checkpoints" / "last.ckpt").is_file() else []
                 sh(["finetune", "--from", FAMILIES[family], "--config", f"configs/{config}.yaml", "-o", str(run_dir),
@@ -160,6 +164,14 @@ def main() -> None:
                    logs / f"{family}-{variant}.log")
                 (run_dir / "DONE").touch()
             models[f"{family}-{variant}"] = str(run_dir / "checkpoints" / "best.ckpt")
+
+    if args.report_only:  # the choice of the default and the report again, from this run's results
+        meta = json.loads((out / "run.json").read_text())
+        band = json.loads((out / "band_48k.json").read_text())
+        choice = None if args.no_ship else ship(out, models, band)
+        report = write_report(out, list(test_sets), families, {f: list(variants_of(f)) for f in families}, meta, band, choice)
+        print(f"report: {report} (the run took {meta['minutes']:.0f} min)")
+        return
 
     # 3. enhance every test set (and the 48 kHz speech for step 5) with every model
     enhanced = work / "enhanced"
