@@ -1,0 +1,82 @@
+"""Where the time of `mal enhance --jobs 2` goes: worker start-up vs per-file work.
+
+    python benchmarks/profile_jobs.py [--repeat 4] [--output benchmarks/results_profile_jobs.json]
+
+DeepFilterNet3 over the 64 vbd-test noisy files, and over the same files repeated ``--repeat``
+times (links under other names), with ``enhance_files`` on 1 job and on 2 jobs (one torch
+thread each), and the time a spawned worker takes to start (import mal + torch, receive the
+model) before its first file. A fixed start-up cost is what keeps 2 jobs from doubling the
+throughput of a short folder; the longer folder shows the rate once the workers run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from mal.batch import _init_worker, enhance_files
+from mal.public_models import load_public
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MAL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _ready() -> float:
+    return time.perf_counter()
+
+
+def worker_start_seconds(model) -> float:
+    """Wall time from creating a 1-worker spawn pool (as enhance_files does) to its first answer."""
+    t = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(model,)) as pool:
+        pool.submit(_ready).result()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=4)
+    p.add_argument("--output", default=str(REPO / "benchmarks" / "results_profile_jobs.json"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    model = load_public("deepfilternet3")
+    files = sorted((DATA / "vbd-test" / "noisy").glob("*.wav"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        long = []
+        for r in range(args.repeat):
+            for f in files:
+                link = Path(tmp) / "in" / f"r{r}_{f.name}"
+                link.parent.mkdir(exist_ok=True)
+                link.symlink_to(f)
+                long.append(link)
+        for name, folder in (("64 files", files), (f"{len(long)} files", long)):
+            for jobs in (1, 2):
+                out = Path(tmp) / f"out_{len(folder)}_{jobs}"
+                t = time.perf_counter()
+                enhance_files(model, folder, out, progress=False, jobs=jobs)
+                wall = time.perf_counter() - t
+                rows.append({"files": len(folder), "jobs": jobs, "seconds": wall, "files_per_s": len(folder) / wall})
+        start = [worker_start_seconds(model) for _ in range(3)]
+    for n in {r["files"] for r in rows}:
+        one, two = (next(r for r in rows if r["files"] == n and r["jobs"] == j) for j in (1, 2))
+        two["throughput_vs_1_job"] = two["files_per_s"] / one["files_per_s"]
+    result = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": os.getloadavg(), "rows": rows,
+              "worker_start_seconds": start, "command": f"python benchmarks/profile_jobs.py --repeat {args.repeat}"}
+    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    for r in rows:
+        print(f"{r['files']:>4} files, {r['jobs']} job(s): {r['seconds']:6.1f} s  {r['files_per_s']:5.2f} files/s"
+              + (f"  x{r['throughput_vs_1_job']:.2f} vs 1 job" if "throughput_vs_1_job" in r else ""))
+    print(f"a spawned worker's start-up (import, model transfer): {', '.join(f'{s:.1f}' for s in start)} s")
+
+
+if __name__ == "__main__":
+    main()
