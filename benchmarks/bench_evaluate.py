@@ -31,6 +31,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _where(package: Path) -> str:
+    """Which mal was imported, without this machine's absolute paths: repo-relative, or the
+    extracted revision's folder under the temporary directory."""
+    return str(package.relative_to(REPO)) if package.is_relative_to(REPO) else "<tmp>/" + "/".join(package.parts[-3:])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "vbd-test"))
@@ -113,7 +119,7 @@ def _measure(spec: dict) -> int:
     import mal
 
     Path(spec["rows"]).write_text(json.dumps({
-        "mal": str(Path(mal.__file__).parent), "files": len(result.rows), "errors": len(result.errors),
+        "mal": _where(Path(mal.__file__).parent), "files": len(result.rows), "errors": len(result.errors),
         "wall_s": round(wall, 2), "files_per_s": round(len(result.rows) / wall, 3),
         "audio_s_per_s": round(audio_seconds / wall, 2), "groups": list(groups), "skipped": skipped,
         "audio_seconds": round(audio_seconds, 1), "rows": result.rows}))
