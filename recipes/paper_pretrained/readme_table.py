@@ -60,7 +60,8 @@ def _cell(summary: dict, system: str, metric: str, marks: str) -> str:
     if not stats or not stats["n"] or not math.isfinite(stats["mean"]):
         return "-"
     lo, hi = stats["ci95"]
-    return f"{stats['mean']:.2f} [{lo:.2f}, {hi:.2f}]{marks.replace(' ', '') and ' ' + marks.replace(' ', '')}"
+    marks = marks.replace(" ", "")  # mark() returns " ▲"; the two kinds of mark sit together
+    return f"{stats['mean']:.2f} [{lo:.2f}, {hi:.2f}]" + (f" {marks}" if marks else "")
 
 
 if __name__ == "__main__":
