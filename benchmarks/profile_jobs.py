@@ -4,8 +4,8 @@
 
 DeepFilterNet3 over the 64 vbd-test noisy files, and over the same files repeated ``--repeat``
 times (links under other names), with ``enhance_files`` on 1 job and on 2 jobs (one torch
-thread each), and the time a spawned worker takes to start (import mal + torch, receive the
-model) before its first file. A fixed start-up cost is what keeps 2 jobs from doubling the
+thread each), and the time a worker takes to start before its first file: spawned (import mal
++ torch, receive the model) and forked (what enhance_files uses on Linux). A fixed start-up cost is what keeps 2 jobs from doubling the
 throughput of a short folder; the longer folder shows the rate once the workers run.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from mal.batch import _init_worker, enhance_files
+from mal.batch import _init_worker, enhance_files, worker_start_method
 from mal.public_models import load_public
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,10 +33,10 @@ def _ready() -> float:
     return time.perf_counter()
 
 
-def worker_start_seconds(model) -> float:
-    """Wall time from creating a 1-worker spawn pool (as enhance_files does) to its first answer."""
+def worker_start_seconds(model, method: str) -> float:
+    """Wall time from creating a 1-worker pool (as enhance_files does) to its first answer."""
     t = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(model,)) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context(method), initializer=_init_worker, initargs=(model,)) as pool:
         pool.submit(_ready).result()
     return time.perf_counter() - t
 
@@ -65,17 +65,19 @@ def main() -> None:
                 enhance_files(model, folder, out, progress=False, jobs=jobs)
                 wall = time.perf_counter() - t
                 rows.append({"files": len(folder), "jobs": jobs, "seconds": wall, "files_per_s": len(folder) / wall})
-        start = [worker_start_seconds(model) for _ in range(3)]
+        start = {method: [worker_start_seconds(model, method) for _ in range(3)] for method in ("spawn", "fork")}
     for n in {r["files"] for r in rows}:
         one, two = (next(r for r in rows if r["files"] == n and r["jobs"] == j) for j in (1, 2))
         two["throughput_vs_1_job"] = two["files_per_s"] / one["files_per_s"]
     result = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": os.getloadavg(), "rows": rows,
-              "worker_start_seconds": start, "command": f"python benchmarks/profile_jobs.py --repeat {args.repeat}"}
+              "worker_start_seconds": start, "start_method_used": worker_start_method(), "command": f"python benchmarks/profile_jobs.py --repeat {args.repeat}"}
     Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
     for r in rows:
         print(f"{r['files']:>4} files, {r['jobs']} job(s): {r['seconds']:6.1f} s  {r['files_per_s']:5.2f} files/s"
               + (f"  x{r['throughput_vs_1_job']:.2f} vs 1 job" if "throughput_vs_1_job" in r else ""))
-    print(f"a spawned worker's start-up (import, model transfer): {', '.join(f'{s:.1f}' for s in start)} s")
+    for method, seconds in start.items():
+        print(f"a {method} worker's start-up: {', '.join(f'{s:.2f}' for s in seconds)} s")
+    print(f"enhance_files starts its workers by {worker_start_method()}")
 
 
 if __name__ == "__main__":
