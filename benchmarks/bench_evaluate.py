@@ -112,7 +112,10 @@ def _measure(spec: dict) -> int:
     data = Path(spec["data"])
     jobs, _ = pair_jobs("Noisy", data / "noisy", data / "clean")
     jobs = jobs[: spec["files"] or None]
-    groups, skipped = check_groups(parse_groups(spec["metrics"]), spec["weights"], True)
+    import inspect
+
+    light = {"light": spec["jobs"] > 1} if "light" in inspect.signature(check_groups).parameters else {}  # as score_systems
+    groups, skipped = check_groups(parse_groups(spec["metrics"]), spec["weights"], True, **light)
     result = run_jobs(jobs, ScoreOptions(groups, spec["weights"]), n_jobs=spec["jobs"], cache_path=None, progress=False)
     wall = time.perf_counter() - start
     audio_seconds = sum(sf.info(j.path).duration for j in jobs)

@@ -134,3 +134,17 @@ def test_evaluate_with_model_enhances_then_scores(folders, tmp_path):
     assert list(summary["systems"]) == ["Noisy", "tiny"]
     assert summary["systems"]["tiny"]["n_files"] == 3
     assert sorted(p.name for p in (out / "enhanced").iterdir()) == ["u0.wav", "u1.wav", "u2.wav"]
+
+
+def test_light_check_agrees_and_imports_no_metric_library():
+    """--jobs > 1 checks that the metrics' packages are installed without importing them in the
+    main process (the workers do; importing NISQA's code alone takes seconds), with the same verdict."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mal.metrics.runner import check_groups; from mal.metrics import parse_groups; "
+            "light = check_groups(parse_groups('all'), sys.executable, True, light=True); "
+            "heavy_loaded = [m for m in ('torch', 'onnxruntime', 'pandas', 'pystoi', 'pesq') if m in sys.modules]; "
+            "full = check_groups(parse_groups('all'), sys.executable, True); print(light == full, heavy_loaded)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
+    assert out == ["True", "[]\n"], out

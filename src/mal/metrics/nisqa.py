@@ -34,12 +34,14 @@ def resolve_weights(path: str | os.PathLike | None) -> Path | None:
     return Path(chosen).expanduser() if chosen else None
 
 
-def nisqa_unavailable(weights: Path | None) -> str | None:
-    """Why NISQA cannot run here, or None when it can."""
+def nisqa_unavailable(weights: Path | None, import_check: bool = True) -> str | None:
+    """Why NISQA cannot run here, or None when it can (``import_check``: also import its code)."""
     if weights is None:
         return f"no NISQA weights: pass --nisqa-weights PATH/nisqa.tar or set ${ENV_WEIGHTS}"
     if not Path(weights).is_file():
         return f"NISQA weights not found at {weights}"
+    if not import_check:
+        return None
     try:
         import nisqa.NISQA_model  # noqa: F401
     except Exception as err:
