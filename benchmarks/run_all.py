@@ -21,11 +21,17 @@ BENCHMARKS = [
     # scoring measured beside the code before its speed-up (commit 6cb4f3b), in the same run
     ("evaluate", "bench_evaluate.py", ["--baseline", "6cb4f3b"]),
     ("startup", "bench_startup.py", []),
+    # where the time of `--jobs 2` goes (worker start-up, short vs long folders)
+    ("profile_jobs", "profile_jobs.py", []),
 ]
 
 
 def main() -> int:
-    merged = {"date": datetime.date.today().isoformat(), "command": "make bench", "load_average_start": os.getloadavg()}
+    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
+    merged = {"date": datetime.date.today().isoformat(), "command": "make bench", "commit": commit + ("+changes" if dirty else ""),
+              "load_average_start": os.getloadavg()}
     failed = []
     for name, script, args in BENCHMARKS:
         path = HERE / script
