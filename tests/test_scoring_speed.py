@@ -186,3 +186,22 @@ def test_two_workers_chunked_by_reference_equal_one_and_report_a_bad_file(vbd, t
     for a, b in zip(serial.rows, parallel.rows):
         for name, value in a.items():
             assert value == b[name] or _same(name, value, b[name]), (a["path"], name)
+
+
+def test_direct_levinson_and_toeplitz_forms_equal_scipy_calls(vbd):
+    """The composite's per-frame LPC solve and quadratic form, made without scipy's per-call
+    checks, give bitwise the numbers of scipy.linalg.solve_toeplitz / toeplitz."""
+    import scipy.linalg
+
+    noisy, rate = read_audio(vbd / "noisy" / "p232_005.wav")
+    frames = intrusive._frames(noisy.astype(np.float64), rate)
+    lags, poly = intrusive._lpc(frames, 16)
+    assert intrusive._levinson is not None  # the direct path is the one under test
+    checked = 0
+    for r, a in zip(lags, poly):
+        if r[0] > 0:
+            assert np.array_equal(a[1:], -scipy.linalg.solve_toeplitz(r[:-1], r[1:], check_finite=False))
+            checked += 1
+    assert checked > 100
+    forms = intrusive._quadratic_forms(lags, poly)
+    assert np.array_equal(forms, [a @ scipy.linalg.toeplitz(r) @ a for r, a in zip(lags, poly)])

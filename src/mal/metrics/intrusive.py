@@ -180,6 +180,45 @@ def segmental_snr(reference: np.ndarray, processed: np.ndarray, sample_rate: int
     return float(np.mean(np.clip(snr, -10.0, 35.0)))
 
 
+try:  # the Levinson recursion behind scipy.linalg.solve_toeplitz, without its per-call checks
+    from scipy.linalg._solve_toeplitz import levinson as _levinson
+except ImportError:  # a scipy that moved it: the public function (the same numbers, slower)
+    _levinson = None
+
+
+def _solve_symmetric_toeplitz(column: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``scipy.linalg.solve_toeplitz(column, b)`` for a real symmetric matrix, the same numbers.
+
+    solve_toeplitz validates and converts its arguments on every call (about 85 % of its
+    time on a 16x16 system) before calling its Cython Levinson recursion with
+    ``(column[-1:0:-1], column)`` concatenated; the composite measures make one such call per
+    30-ms frame, so it is called directly here, on the same arguments.
+    """
+    if _levinson is None:
+        return scipy.linalg.solve_toeplitz(column, b, check_finite=False)
+    return _levinson(np.concatenate((column[-1:0:-1], column)), np.ascontiguousarray(b))[0]
+
+
+def _toeplitz_index(n: int) -> np.ndarray:
+    """Indices that make ``r[index]`` the symmetric Toeplitz matrix of ``r`` (``scipy.linalg.toeplitz(r)``)."""
+    i = np.arange(n)
+    return np.abs(i[:, None] - i[None, :])
+
+
+def _quadratic_forms(lags: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """``poly[f] @ toeplitz(lags[f]) @ poly[f]`` per frame, as that expression computes it.
+
+    One (n, n) C-ordered Toeplitz matrix per frame, as scipy.linalg.toeplitz returns (the
+    same values, made by indexing instead of its per-call validation): a stacked (F, n, n)
+    product would round differently (BLAS, 1e-16 relative, measured).
+    """
+    index = _toeplitz_index(lags.shape[1])
+    out = np.empty(len(lags))
+    for i, r in enumerate(lags):
+        out[i] = poly[i] @ r[index] @ poly[i]
+    return out
+
+
 def _lpc(frames: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
     """Autocorrelation lags (F, order+1) and LPC polynomials [1, -a] (F, order+1) per frame."""
     n = frames.shape[1]
@@ -189,8 +228,8 @@ def _lpc(frames: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
     for i, r in enumerate(lags):
         if r[0] <= 0.0:
             continue  # silent frame: flat predictor
-        try:  # finite by construction (frames of finite audio): skip scipy's per-call finiteness scan
-            poly[i, 1:] = -scipy.linalg.solve_toeplitz(r[:-1], r[1:], check_finite=False)
+        try:  # finite by construction (frames of finite audio)
+            poly[i, 1:] = -_solve_symmetric_toeplitz(r[:-1], r[1:])
         except np.linalg.LinAlgError:
             continue
     return lags, poly
@@ -203,10 +242,7 @@ def _llr_order(sample_rate: int) -> int:
 def _llr_reference(reference: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """The reference side of ``llr``: autocorrelation lags and ``a_ref' R a_ref`` per frame."""
     ref_lags, ref_poly = _lpc(_frames(np.asarray(reference, dtype=np.float64), sample_rate), _llr_order(sample_rate))
-    denominator = np.empty(len(ref_lags))
-    for i, r in enumerate(ref_lags):
-        denominator[i] = ref_poly[i] @ scipy.linalg.toeplitz(r) @ ref_poly[i]
-    return ref_lags, denominator
+    return ref_lags, _quadratic_forms(ref_lags, ref_poly)
 
 
 def llr(reference: np.ndarray, processed: np.ndarray, sample_rate: int, keep: float = 0.95,
@@ -214,11 +250,7 @@ def llr(reference: np.ndarray, processed: np.ndarray, sample_rate: int, keep: fl
     """Log-likelihood ratio (Itakura): mean over the ``keep`` fraction of best frames."""
     ref_lags, denominator = _llr_reference(reference, sample_rate) if reference_side is None else reference_side
     _, deg_poly = _lpc(_frames(np.asarray(processed, dtype=np.float64), sample_rate), _llr_order(sample_rate))
-    numerator = np.empty(len(ref_lags))
-    for i, r in enumerate(ref_lags):
-        # one scipy.linalg.toeplitz per frame, as before: a stacked (F, n, n) array has another
-        # memory layout, and BLAS then rounds differently (1e-16 relative, measured)
-        numerator[i] = deg_poly[i] @ scipy.linalg.toeplitz(r) @ deg_poly[i]
+    numerator = _quadratic_forms(ref_lags, deg_poly)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = numerator / denominator
     ratio = np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1000.0)
