@@ -205,3 +205,26 @@ def test_direct_levinson_and_toeplitz_forms_equal_scipy_calls(vbd):
     assert checked > 100
     forms = intrusive._quadratic_forms(lags, poly)
     assert np.array_equal(forms, [a @ scipy.linalg.toeplitz(r) @ a for r, a in zip(lags, poly)])
+
+
+def test_shared_stoi_envelopes_give_pystois_numbers_bitwise(vbd):
+    """STOI and ESTOI from one set of envelopes, with the same dithering draws, are pystoi's
+    numbers bit for bit; a pair too short after silence removal gives pystoi's 1e-5."""
+    from pystoi import stoi as pystoi_stoi
+
+    clean, rate = read_audio(vbd / "clean" / "p232_005.wav")
+    noisy, _ = read_audio(vbd / "noisy" / "p232_005.wav")
+    n = min(len(clean), len(noisy))
+    clean, noisy = clean[:n], noisy[:n]
+    np.random.seed(7)
+    expected = (pystoi_stoi(clean, noisy, rate), pystoi_stoi(clean, noisy, rate, extended=True))
+    np.random.seed(7)
+    segments = intrusive.stoi_segments(clean, noisy, rate)
+    ours = (intrusive.stoi(clean, noisy, rate, segments=segments),
+            intrusive.stoi(clean, noisy, rate, extended=True, segments=segments))
+    assert ours == expected
+    short = clean[: int(0.3 * rate)]
+    with pytest.warns(RuntimeWarning, match="Not enough STFT frames"):
+        ours = intrusive.stoi(short, short[::-1].copy(), rate)
+    with pytest.warns(RuntimeWarning, match="Not enough STFT frames"):
+        assert ours == pystoi_stoi(short, short[::-1].copy(), rate) == 1e-5

@@ -16,6 +16,7 @@ gives the same numbers without redoing the reference side.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,11 +53,97 @@ def wb_pesq(reference: np.ndarray, processed: np.ndarray, sample_rate: int) -> f
         return float("nan")
 
 
-def stoi(reference: np.ndarray, processed: np.ndarray, sample_rate: int, extended: bool = False) -> float:
-    """STOI (Taal et al. 2011), or ESTOI (Jensen & Taal 2016) when ``extended``."""
-    from pystoi import stoi as _stoi
+def stoi(reference: np.ndarray, processed: np.ndarray, sample_rate: int, extended: bool = False,
+         segments: StoiSegments | None = None) -> float:
+    """STOI (Taal et al. 2011), or ESTOI (Jensen & Taal 2016) when ``extended``: pystoi's numbers.
 
-    return float(_stoi(reference, processed, sample_rate, extended=extended))
+    pystoi's ``stoi`` step for step, with the preparation both measures share (resampling to
+    10 kHz, silent-frame removal, STFT, third-octave envelopes: ``stoi_segments``) made once
+    when ``segments`` is passed, and two of its per-frame Python loops (the STFT's frames,
+    ESTOI's diagonal-matrix products) written as array operations with the same values.
+    ESTOI draws pystoi's tiny (1e-16) dithering noise from numpy's global generator, as
+    pystoi does, so it moves in the last bits from call to call.
+    """
+    segments = stoi_segments(reference, processed, sample_rate) if segments is None else segments
+    if segments.x is None:
+        warnings.warn("Not enough STFT frames to compute intermediate intelligibility measure after removing "
+                      "silent frames. Returning 1e-5. Please check you wav files", RuntimeWarning)
+        return 1e-5
+    from pystoi import utils
+
+    n = segments.x.shape[-1]
+    if extended:
+        x_n, y_n = _row_col_normalize(segments.x), _row_col_normalize(segments.y)
+        return float(np.sum(x_n * y_n / n) / x_n.shape[0])
+    x_segments, y_segments = segments.x, segments.y
+    normalization = (np.linalg.norm(x_segments, axis=2, keepdims=True)
+                     / (np.linalg.norm(y_segments, axis=2, keepdims=True) + utils.EPS))
+    y_primes = np.minimum(y_segments * normalization, x_segments * (1 + 10 ** (-_STOI_BETA / 20)))
+    y_primes = y_primes - np.mean(y_primes, axis=2, keepdims=True)
+    x_segments = x_segments - np.mean(x_segments, axis=2, keepdims=True)
+    y_primes /= np.linalg.norm(y_primes, axis=2, keepdims=True) + utils.EPS
+    x_segments /= np.linalg.norm(x_segments, axis=2, keepdims=True) + utils.EPS
+    return float(np.sum(y_primes * x_segments) / (x_segments.shape[0] * x_segments.shape[1]))
+
+
+_STOI_RATE, _STOI_FRAME, _STOI_NFFT, _STOI_SEGMENT, _STOI_BETA, _STOI_RANGE = 10000, 256, 512, 30, -15.0, 40
+
+
+@dataclass(frozen=True)
+class StoiSegments:
+    """Third-octave envelope segments (J, 15, 30) of reference and processed (None: too few frames)."""
+
+    x: np.ndarray | None
+    y: np.ndarray | None
+
+
+def stoi_segments(reference: np.ndarray, processed: np.ndarray, sample_rate: int) -> StoiSegments:
+    """What STOI and ESTOI both compute from a pair, as pystoi's ``stoi`` computes it."""
+    from pystoi import utils
+
+    if reference.shape != processed.shape:
+        raise ValueError(f"x and y should have the same length, found {reference.shape} and {processed.shape}")
+    x, y = reference, processed
+    if sample_rate != _STOI_RATE:
+        x, y = utils.resample_oct(x, _STOI_RATE, sample_rate), utils.resample_oct(y, _STOI_RATE, sample_rate)
+    x, y = utils.remove_silent_frames(x, y, _STOI_RANGE, _STOI_FRAME, _STOI_FRAME // 2)
+    x_spec, y_spec = _stoi_stft(x).transpose(), _stoi_stft(y).transpose()
+    if x_spec.shape[-1] < _STOI_SEGMENT:
+        return StoiSegments(None, None)
+    bands = utils.thirdoct(_STOI_RATE, _STOI_NFFT, 15, 150)[0]
+    x_tob = np.sqrt(np.matmul(bands, np.square(np.abs(x_spec))))
+    y_tob = np.sqrt(np.matmul(bands, np.square(np.abs(y_spec))))
+    ends = range(_STOI_SEGMENT, x_tob.shape[1] + 1)
+    return StoiSegments(np.array([x_tob[:, m - _STOI_SEGMENT : m] for m in ends]),
+                        np.array([y_tob[:, m - _STOI_SEGMENT : m] for m in ends]))
+
+
+def _stoi_stft(x: np.ndarray) -> np.ndarray:
+    """pystoi.utils.stft(x, 256, 512, overlap=2): its frames in one rfft call (the same values)."""
+    hop = _STOI_FRAME // 2
+    window = np.hanning(_STOI_FRAME + 2)[1:-1]
+    starts = range(0, len(x) - _STOI_FRAME, hop)
+    if len(starts) == 0:
+        return np.zeros((0, _STOI_NFFT // 2 + 1), dtype=np.complex128)
+    frames = np.lib.stride_tricks.sliding_window_view(x, _STOI_FRAME)[: starts[-1] + 1 : hop]
+    return np.fft.rfft(window * frames, n=_STOI_NFFT, axis=-1)
+
+
+def _row_col_normalize(x: np.ndarray) -> np.ndarray:
+    """pystoi.utils.row_col_normalize with its per-segment ``np.diag`` products as broadcasts.
+
+    Multiplying by a diagonal matrix adds exact zeros to each product, so scaling the rows
+    (columns) by the diagonal gives the same values; the dithering noise is drawn in the
+    same order from the same generator.
+    """
+    from pystoi import utils
+
+    normed = x + utils.EPS * np.random.standard_normal(x.shape)
+    normed -= np.mean(normed, axis=-1, keepdims=True)
+    normed = (1.0 / np.sqrt(utils.vect_two_norm(normed))) * normed
+    normed += +utils.EPS * np.random.standard_normal(normed.shape)
+    normed -= np.mean(normed, axis=1, keepdims=True)
+    return normed * (1.0 / np.sqrt(utils.vect_two_norm(normed, axis=1)))
 
 
 def si_sdr(reference: np.ndarray, processed: np.ndarray, block: int = 1 << 18) -> float:

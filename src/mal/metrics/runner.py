@@ -21,7 +21,8 @@ the options that change it, so a re-run scores only new or changed files and new
 Speed: each process loads DNSMOS and NISQA once. What depends on a reference alone (its
 P.56 level, the reference side of the composite measures and of MCD) is computed once per
 reference and process and reused for every system scored against it; the composite
-measures reuse the pair's WB-PESQ when the pesq group computed it. With ``n_jobs`` > 1 the
+measures reuse the pair's WB-PESQ when the pesq group computed it, ESTOI reuses STOI's
+envelopes. With ``n_jobs`` > 1 the
 jobs sharing a reference go to one worker together (largest files first, to even out the
 end), and each worker runs its libraries on one thread. The numbers are those of scoring
 each file alone (tests/test_scoring_speed.py).
@@ -199,10 +200,11 @@ def _reference_side(path: str, reference: np.ndarray, rate: int) -> ReferenceSid
 
 @dataclass
 class Shared:
-    """What the groups of one pair reuse: the reference side, and WB-PESQ once computed."""
+    """What the groups of one pair reuse: the reference side, WB-PESQ and STOI's envelopes once computed."""
 
     reference: ReferenceSide | None = None
     pesq: float | None = None
+    stoi: object | None = None  # intrusive.StoiSegments of the pair, shared by STOI and ESTOI
 
 
 def _load_pair(job: Job, level_align: str) -> tuple[np.ndarray, np.ndarray | None, int, dict, ReferenceSide | None]:
@@ -243,8 +245,8 @@ def compute_group(group: str, processed: np.ndarray, reference: np.ndarray | Non
                   shared: Shared | None = None) -> dict[str, float]:
     """The metric values of one group for one (aligned, equal-length) pair.
 
-    ``shared``: the pair's reference side and WB-PESQ, reused by composite and MCD (the
-    same numbers as without it).
+    ``shared``: the pair's reference side and WB-PESQ, reused by composite and MCD, and
+    the envelopes STOI and ESTOI share (the same numbers as without it).
     """
     from mal.metrics import intrusive as m
 
@@ -252,10 +254,11 @@ def compute_group(group: str, processed: np.ndarray, reference: np.ndarray | Non
 
     if group == "pesq":
         return {"WB-PESQ": m.wb_pesq(reference, processed, rate)}
-    if group == "stoi":
-        return {"STOI": m.stoi(reference, processed, rate)}
-    if group == "estoi":
-        return {"ESTOI": m.stoi(reference, processed, rate, extended=True)}
+    if group in ("stoi", "estoi"):
+        if shared.stoi is None:
+            shared.stoi = m.stoi_segments(reference, processed, rate)
+        name, extended = ("ESTOI", True) if group == "estoi" else ("STOI", False)
+        return {name: m.stoi(reference, processed, rate, extended=extended, segments=shared.stoi)}
     if group == "sisdr":
         return {"SI-SDR": m.si_sdr(reference, processed)}
     if group == "lsd":
