@@ -34,6 +34,19 @@ def nisqa_weights() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory):
+    # mal's cache of derived files (the split DNSMOS graphs) goes to this run's tmp, not ~/.cache;
+    # spawned worker processes inherit it
+    previous = os.environ.get("MAL_CACHE_DIR")
+    os.environ["MAL_CACHE_DIR"] = str(tmp_path_factory.mktemp("mal-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("MAL_CACHE_DIR", None)
+    else:
+        os.environ["MAL_CACHE_DIR"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     # The CI machine has 2 cores; tests stay deterministic and light.

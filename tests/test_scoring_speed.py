@@ -172,12 +172,22 @@ def test_several_systems_together_equal_each_scored_alone(vbd, nisqa_weights, mo
             assert _same(name, row[name], value), (job.path, name, row[name], value)
 
 
+def test_family_units_split_each_chunk_by_library_family():
+    chunks = [[(0, ("pesq", "dnsmos")), (1, ("dnsmos",))], [(2, ())], [(3, ("nisqa", "stoi"))]]
+    assert runner._family_units(chunks) == [
+        ("dnsmos", [(0, ("dnsmos",)), (1, ("dnsmos",))]), ("other", [(0, ("pesq",))]),
+        ("other", [(2, ())]),  # only the file's info to compute
+        ("other", [(3, ("nisqa", "stoi"))])]
+
+
 def test_two_workers_chunked_by_reference_equal_one_and_report_a_bad_file(vbd, tmp_path):
     broken = tmp_path / "p232_006.wav"
     broken.write_bytes(b"RIFF not a wav at all")
     jobs = _jobs(vbd, [("Noisy", "noisy"), ("CMGAN", "CMGAN")], ["p232_006", "p232_014"])
     jobs.insert(1, Job("Broken", str(broken), str(vbd / "clean" / "p232_006.wav")))  # shares a chunk with two good jobs
-    options = ScoreOptions(("pesq", "sisdr", "composite"))  # composite: reference side and WB-PESQ reused in a chunk
+    # composite: reference side and WB-PESQ reused in a chunk; dnsmos: a second family of work,
+    # so each job is split between the two workers' units and merged back
+    options = ScoreOptions(("pesq", "sisdr", "composite", "dnsmos"))
     serial = run_jobs(jobs, options, n_jobs=1, progress=False)
     parallel = run_jobs(jobs, options, n_jobs=2, progress=False)
     assert len(parallel.errors) == 1 and "p232_006.wav" in parallel.errors[0] and str(tmp_path) in parallel.errors[0]
@@ -228,3 +238,25 @@ def test_shared_stoi_envelopes_give_pystois_numbers_bitwise(vbd):
         ours = intrusive.stoi(short, short[::-1].copy(), rate)
     with pytest.warns(RuntimeWarning, match="Not enough STFT frames"):
         assert ours == pystoi_stoi(short, short[::-1].copy(), rate) == 1e-5
+
+
+def test_split_dnsmos_graphs_are_cached_and_give_the_same_scores(vbd, tmp_path, monkeypatch):
+    """The first scorer splits the P.835 graph and keeps the parts; the next reads them back
+    (no onnx import, no split) and scores bitwise the same; a damaged entry is remade."""
+    pytest.importorskip("speechmos.dnsmos")
+    from mal.metrics import dnsmos
+
+    monkeypatch.setenv("MAL_CACHE_DIR", str(tmp_path))
+    x = read_audio(vbd / "noisy" / "p232_016.wav")[0]
+    first = dnsmos.DnsmosScorer()
+    files = sorted((tmp_path / "dnsmos").glob("*.onnx"))
+    assert len(files) == 3 and first._parts is not None
+    splits = []
+    real_split = dnsmos._split_primary
+    monkeypatch.setattr(dnsmos, "_split_primary", lambda path: splits.append(path) or real_split(path))
+    second = dnsmos.DnsmosScorer()
+    assert splits == [] and second.score(x, 16000) == first.score(x, 16000)
+    files[0].write_bytes(b"not an onnx graph")
+    third = dnsmos.DnsmosScorer()
+    assert len(splits) == 1 and third.score(x, 16000) == first.score(x, 16000)
+    assert files[0].read_bytes() != b"not an onnx graph"

@@ -72,8 +72,12 @@ class DnsmosScorer:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self._model = _with_options(_dnsmos.DNSMOS)(primary, p808, options)
-        parts = _split_primary(primary)
-        self._parts = None if parts is None else [ort.InferenceSession(part.SerializeToString(), options) for part in parts]
+        parts = _split_parts(primary)
+        try:
+            self._parts = None if parts is None else [ort.InferenceSession(part, options) for part in parts]
+        except Exception:  # a damaged cache entry: split the model again
+            parts = _split_parts(primary, refresh=True)
+            self._parts = None if parts is None else [ort.InferenceSession(part, options) for part in parts]
 
     def score(self, samples: np.ndarray, sample_rate: int) -> dict[str, float]:
         """DNSMOS scores of one mono signal (any rate; resampled to 16 kHz)."""
@@ -167,6 +171,57 @@ def _consecutive(starts: list[int]) -> list[list[int]]:
         else:
             runs.append([idx])
     return runs
+
+
+_PART_NAMES = ("features", "convolutions", "head")
+_SPLIT_VERSION = 1  # bump when _split_primary changes what it makes
+ENV_CACHE = "MAL_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where mal keeps files it derives and can remake: ``$MAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/mal``
+    (``~/.cache/mal``)."""
+    import os
+
+    chosen = os.environ.get(ENV_CACHE)
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "mal"
+
+
+def _split_parts(path: str, refresh: bool = False) -> list[bytes] | None:
+    """The three parts of ``_split_primary`` as serialised ONNX graphs, from the cache when there.
+
+    Splitting needs the ``onnx`` package, whose import takes about 1.2 s (its ml_dtypes
+    extension) in every process that scores DNSMOS; the parts depend only on the model
+    file, so they are kept under ``cache_dir()``, named by the model's SHA-256 and this
+    code's split version, and a later process reads them back (an unreadable or damaged
+    entry, ``refresh``, is remade). Without a writable cache folder the split is made in memory.
+    """
+    import hashlib
+
+    from mal.io import atomic_path
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    files = [cache_dir() / "dnsmos" / f"sig_bak_ovr-{digest}-v{_SPLIT_VERSION}-{name}.onnx" for name in _PART_NAMES]
+    if not refresh:
+        try:
+            cached = [f.read_bytes() for f in files]
+            if all(cached):
+                return cached
+        except OSError:
+            pass
+    parts = _split_primary(path)
+    if parts is None:
+        return None
+    serialised = [part.SerializeToString() for part in parts]
+    try:
+        for file, data in zip(files, serialised):
+            with atomic_path(file) as tmp:
+                tmp.write_bytes(data)
+    except OSError:
+        pass  # a read-only or full disk: the in-memory split serves this process
+    return serialised
 
 
 def _split_primary(path: str):
