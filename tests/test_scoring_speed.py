@@ -175,9 +175,10 @@ def test_several_systems_together_equal_each_scored_alone(vbd, nisqa_weights, mo
 def test_family_units_split_each_chunk_by_library_family():
     chunks = [[(0, ("pesq", "dnsmos")), (1, ("dnsmos",))], [(2, ())], [(3, ("nisqa", "stoi"))]]
     assert runner._family_units(chunks) == [
-        ("dnsmos", [(0, ("dnsmos",)), (1, ("dnsmos",))]), ("other", [(0, ("pesq",))]),
-        ("other", [(2, ())]),  # only the file's info to compute
-        ("other", [(3, ("nisqa", "stoi"))])]
+        # job 0's info comes with its "other" unit; job 1 has only DNSMOS, so its DNSMOS unit computes it
+        ("dnsmos", [(0, ("dnsmos",), False), (1, ("dnsmos",), True)]), ("other", [(0, ("pesq",), True)]),
+        ("other", [(2, (), True)]),  # only the file's info to compute
+        ("other", [(3, ("nisqa", "stoi"), True)])]
 
 
 def test_two_workers_chunked_by_reference_equal_one_and_report_a_bad_file(vbd, tmp_path):

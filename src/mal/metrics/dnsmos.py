@@ -72,12 +72,13 @@ class DnsmosScorer:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self._model = _with_options(_dnsmos.DNSMOS)(primary, p808, options)
-        parts = _split_parts(primary)
+        def sessions(parts: list[bytes] | None) -> list | None:
+            return None if parts is None else [ort.InferenceSession(part, options) for part in parts]
+
         try:
-            self._parts = None if parts is None else [ort.InferenceSession(part, options) for part in parts]
+            self._parts = sessions(_split_parts(primary))
         except Exception:  # a damaged cache entry: split the model again
-            parts = _split_parts(primary, refresh=True)
-            self._parts = None if parts is None else [ort.InferenceSession(part, options) for part in parts]
+            self._parts = sessions(_split_parts(primary, refresh=True))
 
     def score(self, samples: np.ndarray, sample_rate: int) -> dict[str, float]:
         """DNSMOS scores of one mono signal (any rate; resampled to 16 kHz)."""

@@ -53,6 +53,21 @@ def wb_pesq(reference: np.ndarray, processed: np.ndarray, sample_rate: int) -> f
         return float("nan")
 
 
+@dataclass(frozen=True)
+class StoiSegments:
+    """Third-octave envelope segments (J, 15, 30) of reference and processed (None: too few frames)."""
+
+    x: np.ndarray | None
+    y: np.ndarray | None
+
+
+def _pystoi():
+    """pystoi's ``stoi`` module (its constants: FS, N_FRAME, NFFT, OBM, N, BETA, DYN_RANGE)."""
+    import importlib
+
+    return importlib.import_module("pystoi.stoi")  # the package's ``stoi`` attribute is the function
+
+
 def stoi(reference: np.ndarray, processed: np.ndarray, sample_rate: int, extended: bool = False,
          segments: StoiSegments | None = None) -> float:
     """STOI (Taal et al. 2011), or ESTOI (Jensen & Taal 2016) when ``extended``: pystoi's numbers.
@@ -71,6 +86,7 @@ def stoi(reference: np.ndarray, processed: np.ndarray, sample_rate: int, extende
         return 1e-5
     from pystoi import utils
 
+    S = _pystoi()
     n = segments.x.shape[-1]
     if extended:
         x_n, y_n = _row_col_normalize(segments.x), _row_col_normalize(segments.y)
@@ -78,7 +94,7 @@ def stoi(reference: np.ndarray, processed: np.ndarray, sample_rate: int, extende
     x_segments, y_segments = segments.x, segments.y
     normalization = (np.linalg.norm(x_segments, axis=2, keepdims=True)
                      / (np.linalg.norm(y_segments, axis=2, keepdims=True) + utils.EPS))
-    y_primes = np.minimum(y_segments * normalization, x_segments * (1 + 10 ** (-_STOI_BETA / 20)))
+    y_primes = np.minimum(y_segments * normalization, x_segments * (1 + 10 ** (-S.BETA / 20)))
     y_primes = y_primes - np.mean(y_primes, axis=2, keepdims=True)
     x_segments = x_segments - np.mean(x_segments, axis=2, keepdims=True)
     y_primes /= np.linalg.norm(y_primes, axis=2, keepdims=True) + utils.EPS
@@ -86,47 +102,36 @@ def stoi(reference: np.ndarray, processed: np.ndarray, sample_rate: int, extende
     return float(np.sum(y_primes * x_segments) / (x_segments.shape[0] * x_segments.shape[1]))
 
 
-_STOI_RATE, _STOI_FRAME, _STOI_NFFT, _STOI_SEGMENT, _STOI_BETA, _STOI_RANGE = 10000, 256, 512, 30, -15.0, 40
-
-
-@dataclass(frozen=True)
-class StoiSegments:
-    """Third-octave envelope segments (J, 15, 30) of reference and processed (None: too few frames)."""
-
-    x: np.ndarray | None
-    y: np.ndarray | None
-
-
 def stoi_segments(reference: np.ndarray, processed: np.ndarray, sample_rate: int) -> StoiSegments:
     """What STOI and ESTOI both compute from a pair, as pystoi's ``stoi`` computes it."""
     from pystoi import utils
 
+    S = _pystoi()
+
     if reference.shape != processed.shape:
         raise ValueError(f"x and y should have the same length, found {reference.shape} and {processed.shape}")
     x, y = reference, processed
-    if sample_rate != _STOI_RATE:
-        x, y = utils.resample_oct(x, _STOI_RATE, sample_rate), utils.resample_oct(y, _STOI_RATE, sample_rate)
-    x, y = utils.remove_silent_frames(x, y, _STOI_RANGE, _STOI_FRAME, _STOI_FRAME // 2)
-    x_spec, y_spec = _stoi_stft(x).transpose(), _stoi_stft(y).transpose()
-    if x_spec.shape[-1] < _STOI_SEGMENT:
+    if sample_rate != S.FS:
+        x, y = utils.resample_oct(x, S.FS, sample_rate), utils.resample_oct(y, S.FS, sample_rate)
+    x, y = utils.remove_silent_frames(x, y, S.DYN_RANGE, S.N_FRAME, int(S.N_FRAME / 2))
+    x_spec, y_spec = _stoi_stft(x, S.N_FRAME, S.NFFT).transpose(), _stoi_stft(y, S.N_FRAME, S.NFFT).transpose()
+    if x_spec.shape[-1] < S.N:
         return StoiSegments(None, None)
-    bands = utils.thirdoct(_STOI_RATE, _STOI_NFFT, 15, 150)[0]
-    x_tob = np.sqrt(np.matmul(bands, np.square(np.abs(x_spec))))
-    y_tob = np.sqrt(np.matmul(bands, np.square(np.abs(y_spec))))
-    ends = range(_STOI_SEGMENT, x_tob.shape[1] + 1)
-    return StoiSegments(np.array([x_tob[:, m - _STOI_SEGMENT : m] for m in ends]),
-                        np.array([y_tob[:, m - _STOI_SEGMENT : m] for m in ends]))
+    x_tob = np.sqrt(np.matmul(S.OBM, np.square(np.abs(x_spec))))
+    y_tob = np.sqrt(np.matmul(S.OBM, np.square(np.abs(y_spec))))
+    ends = range(S.N, x_tob.shape[1] + 1)
+    return StoiSegments(np.array([x_tob[:, m - S.N : m] for m in ends]), np.array([y_tob[:, m - S.N : m] for m in ends]))
 
 
-def _stoi_stft(x: np.ndarray) -> np.ndarray:
-    """pystoi.utils.stft(x, 256, 512, overlap=2): its frames in one rfft call (the same values)."""
-    hop = _STOI_FRAME // 2
-    window = np.hanning(_STOI_FRAME + 2)[1:-1]
-    starts = range(0, len(x) - _STOI_FRAME, hop)
+def _stoi_stft(x: np.ndarray, win_size: int, fft_size: int) -> np.ndarray:
+    """pystoi.utils.stft(x, win_size, fft_size, overlap=2): its frames in one rfft call (the same values)."""
+    hop = int(win_size / 2)
+    window = np.hanning(win_size + 2)[1:-1]
+    starts = range(0, len(x) - win_size, hop)
     if len(starts) == 0:
-        return np.zeros((0, _STOI_NFFT // 2 + 1), dtype=np.complex128)
-    frames = np.lib.stride_tricks.sliding_window_view(x, _STOI_FRAME)[: starts[-1] + 1 : hop]
-    return np.fft.rfft(window * frames, n=_STOI_NFFT, axis=-1)
+        return np.zeros((0, fft_size // 2 + 1), dtype=np.complex128)
+    frames = np.lib.stride_tricks.sliding_window_view(x, win_size)[: starts[-1] + 1 : hop]
+    return np.fft.rfft(window * frames, n=fft_size, axis=-1)
 
 
 def _row_col_normalize(x: np.ndarray) -> np.ndarray:

@@ -208,7 +208,8 @@ class Shared:
     stoi: object | None = None  # intrusive.StoiSegments of the pair, shared by STOI and ESTOI
 
 
-def _load_pair(job: Job, level_align: str) -> tuple[np.ndarray, np.ndarray | None, int, dict, ReferenceSide | None]:
+def _load_pair(job: Job, level_align: str, with_level: bool = True) -> tuple[np.ndarray, np.ndarray | None, int, dict,
+                                                                          ReferenceSide | None]:
     processed, rate = read_audio(job.path)
     info: dict = {"samples": int(len(processed)), "rate": rate, "notes": ""}
     if job.reference is None:
@@ -224,7 +225,8 @@ def _load_pair(job: Job, level_align: str) -> tuple[np.ndarray, np.ndarray | Non
     n = min(len(processed), len(reference))
     processed, reference = processed[:n], reference[:n]
     side = _reference_side(job.reference, reference, rate)
-    info["level_db"] = active_speech_level(processed, rate) - side.level
+    if with_level:
+        info["level_db"] = active_speech_level(processed, rate) - side.level
     if level_align == "ls":
         gain = float(np.dot(reference, processed) / max(float(np.dot(processed, processed)), 1e-20))
         processed = (processed * gain).astype(np.float32)
@@ -300,10 +302,14 @@ def _undefined_reason(group: str, processed: np.ndarray, reference: np.ndarray |
     return None
 
 
-def score_job(job: Job, groups: tuple[str, ...], options: ScoreOptions) -> dict:
-    """Scores of ``groups`` for one job: ``{group: values}`` plus ``_info``; raises AudioError."""
-    processed, reference, rate, info, side = _load_pair(job, options.level_align)
-    out: dict = {INFO_GROUP: info, FAILURES: {}}
+def score_job(job: Job, groups: tuple[str, ...], options: ScoreOptions, with_info: bool = True) -> dict:
+    """Scores of ``groups`` for one job: ``{group: values}`` plus ``_info``; raises AudioError.
+
+    ``with_info=False``: no ``_info`` (the file's level and length notes), when another unit
+    of work on the same job computes it.
+    """
+    processed, reference, rate, info, side = _load_pair(job, options.level_align, with_level=with_info)
+    out: dict = {INFO_GROUP: info, FAILURES: {}} if with_info else {FAILURES: {}}
     shared = Shared(side)
     for group in groups:
         reason = _undefined_reason(group, processed, reference, rate)
@@ -323,12 +329,12 @@ def score_job(job: Job, groups: tuple[str, ...], options: ScoreOptions) -> dict:
     return out
 
 
-def score_chunk(chunk: list[tuple[Job, tuple[str, ...]]], options: ScoreOptions) -> list[dict | str]:
-    """``score_job`` for each (job, groups), in order; a job that fails gives its one-line message."""
+def score_chunk(chunk: list[tuple[Job, tuple[str, ...], bool]], options: ScoreOptions) -> list[dict | str]:
+    """``score_job`` for each (job, groups, with_info), in order; a job that fails gives its one-line message."""
     out: list[dict | str] = []
-    for job, groups in chunk:
+    for job, groups, with_info in chunk:
         try:
-            out.append(score_job(job, groups, options))
+            out.append(score_job(job, groups, options, with_info))
         except Exception as err:  # a bad file: reported, the chunk goes on
             out.append(_error_message(job, err))
     return out
@@ -445,10 +451,11 @@ def _family(group: str) -> str:
 _FAMILIES = ("dnsmos", "other")  # the order workers are given their first family in
 
 
-def _family_units(chunks: list[list[tuple[int, tuple[str, ...]]]]) -> list[tuple[str, list[tuple[int, tuple[str, ...]]]]]:
-    """Each chunk split into (family, [(job index, that family's groups)]) units, chunk order kept.
+def _family_units(chunks: list[list[tuple[int, tuple[str, ...]]]]) -> list[tuple[str, list[tuple[int, tuple[str, ...], bool]]]]:
+    """Each chunk split into (family, [(job index, that family's groups, with_info)]) units, chunk order kept.
 
-    A job with nothing but its ``_info`` to compute goes with the "other" family.
+    A job's ``_info`` is computed once, by its "other" unit when it has one; a job with
+    nothing but its ``_info`` to compute goes with the "other" family.
     """
     units = []
     for chunk in chunks:
@@ -456,7 +463,8 @@ def _family_units(chunks: list[list[tuple[int, tuple[str, ...]]]]) -> list[tuple
         for i, groups in chunk:
             families = {_family(g) for g in groups} or {"other"}
             for family in families:
-                by_family.setdefault(family, []).append((i, tuple(g for g in groups if _family(g) == family)))
+                with_info = family == "other" or "other" not in families
+                by_family.setdefault(family, []).append((i, tuple(g for g in groups if _family(g) == family), with_info))
         units += [(family, by_family[family]) for family in _FAMILIES if family in by_family]
     return units
 
@@ -487,7 +495,8 @@ def _run_units(units: list[tuple[str, list]], jobs: list[Job], options: ScoreOpt
         queue = own if own else max(queues.values(), key=len)  # own family's work done: help with the rest
         if queue:
             unit = queue.popleft()
-            running[pools[k].submit(score_chunk, [(jobs[i], groups) for i, groups in unit], options)] = (k, unit)
+            running[pools[k].submit(score_chunk, [(jobs[i], groups, with_info) for i, groups, with_info in unit],
+                                    options)] = (k, unit)
 
     try:
         for k in range(n_workers):
@@ -499,11 +508,11 @@ def _run_units(units: list[tuple[str, list]], jobs: list[Job], options: ScoreOpt
                 try:
                     outs = future.result()
                 except Exception as err:  # the worker died (or could not take the unit): each job is reported
-                    outs = [_error_message(jobs[i], err) for i, _ in unit]
+                    outs = [_error_message(jobs[i], err) for i, *_ in unit]
                     if isinstance(err, BrokenProcessPool):
                         pools[k].shutdown(wait=False, cancel_futures=True)
                         pools[k] = executor()  # a fresh worker for what is left
-                for (i, _), out in zip(unit, outs):
+                for (i, *_), out in zip(unit, outs):
                     finish(i, out)
                 feed(k)
     finally:
@@ -562,11 +571,11 @@ def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path
         if not parallel or len(chunks) <= 1:
             for chunk in chunks:
                 for i, groups in chunk:
-                    finish(i, score_chunk([(jobs[i], groups)], options)[0])
+                    finish(i, score_chunk([(jobs[i], groups, True)], options)[0])
         else:
             units = _family_units(chunks)
             for _, unit in units:
-                for i, _ in unit:
+                for i, *_ in unit:
                     parts_left[i] = parts_left.get(i, 0) + 1
             _run_units(units, jobs, options, n_jobs, finish)
     finally:
