@@ -286,6 +286,22 @@ def test_exported_onnx_step_equals_pytorch(name, request, tmp_path):
     assert snr >= 50.0, snr  # the deployment stream is mal's offline output
 
 
+def test_output_stage_keeps_only_the_history_its_outputs_read():
+    """DeepFilterNet3's output frame is decided by the newest network frame: its state carries
+    the spectrum's past (delay + the filter's reach) and no past masks, taps or local SNRs;
+    DeepFilterNet2 filters the masked spectrum, so it keeps the masks (and SNRs) of 4 frames
+    and the taps of 2. Streaming and offline share these states (test_streaming_equals_offline)."""
+    from mal.models.deepfilternet import DeepFilterNet, deepfilternet2, deepfilternet3
+
+    dfn3_state = DeepFilterNet(deepfilternet3()).initial_state(1)
+    assert dfn3_state["spec_hist"].shape[1] == 4
+    assert not {"gain_hist", "coef_hist", "lsnr_hist"} & set(dfn3_state)
+    dfn2_state = DeepFilterNet(deepfilternet2()).initial_state(1)
+    assert dfn2_state["spec_hist"].shape[1] == 6
+    assert dfn2_state["gain_hist"].shape[1] == dfn2_state["lsnr_hist"].shape[1] == 4
+    assert dfn2_state["coef_hist"].shape[1] == 2
+
+
 @pytest.mark.parametrize("n_fft", [960, 320])
 def test_factored_dft_equals_torch_fft(n_fft):
     from mal.dsp import FactoredDFT, vorbis_window

@@ -106,7 +106,8 @@ def exp_mean(x: Tensor, alpha: float, init: Tensor, chunk: int = 128) -> Tensor:
     """
     batch, n_frames = x.shape[:2]
     if n_frames == 1:  # one streaming step: the recursion itself
-        return (1 - alpha) * x + alpha * init.expand(x.shape[0:1] + x.shape[2:]).to(x.dtype).unsqueeze(1)
+        previous = init.unsqueeze(1) if init.dim() == x.dim() - 1 else init  # broadcasts against x
+        return (1 - alpha) * x + alpha * (previous if previous.dtype == x.dtype else previous.to(x.dtype))
     flat = x.reshape(batch, n_frames, -1)
     state = init.expand(x.shape[0:1] + x.shape[2:]).reshape(batch, -1).to(x.dtype)
     t = min(chunk, n_frames)
@@ -147,11 +148,13 @@ def complex_features(spec: Tensor, n_df: int, alpha: float) -> Tensor:
 
 
 class FactoredDFT:
-    """Real FFT and its inverse as a few small matrix products (Cooley-Tukey, ``n = n1 * n2``).
+    """Real FFT and its inverse as two small matrix products each (Cooley-Tukey, ``n = n1 * n2``).
 
-    For graphs without complex tensors or an FFT op (ONNX export): ``2 n (n1 + n2)`` real
-    multiplies per transform instead of a dense DFT matrix's ``n^2``. The analysis window and
-    the inverse's ``1 / n`` and synthesis window are folded in, as in libDF's STFT.
+    For graphs without complex tensors or an FFT op (ONNX export): about ``2 n (n1 + n2)``
+    real multiplies per transform instead of a dense DFT matrix's ``n^2``, and small enough
+    matrices to stay in cache. The analysis window and the inverse's ``1 / n`` and synthesis
+    window are folded in, as in libDF's STFT. Only the ``n / 2 + 1`` bins of a real signal are
+    computed (forward) or read (inverse): bin ``k = k1 + n1 k2`` with ``k2 < k2_count``.
     """
 
     def __init__(self, window: Tensor):
@@ -159,43 +162,54 @@ class FactoredDFT:
         n1 = max(d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0)
         n2 = n // n1
         self.n, self.n1, self.n2, self.bins = n, n1, n2, n // 2 + 1
+        self.k2_count = -(-self.bins // n1)  # k2 values that reach the bins of a real signal
         f64 = dict(dtype=torch.float64)
-        a1 = 2 * math.pi * torch.outer(torch.arange(n1, **f64), torch.arange(n1, **f64)) / n1  # (k1, m1)
-        a2 = 2 * math.pi * torch.outer(torch.arange(n2, **f64), torch.arange(n2, **f64)) / n2  # (m2, k2)
-        tw = -2 * math.pi * torch.outer(torch.arange(n1, **f64), torch.arange(n2, **f64)) / n  # (k1, m2)
+        i1, i2, k2 = torch.arange(n1, **f64), torch.arange(n2, **f64), torch.arange(self.k2_count, **f64)
+        a1 = 2 * math.pi * torch.outer(i1, i1) / n1  # (k1, m1)
+        tw = 2 * math.pi * torch.outer(i1, i2) / n  # (k1, m2)
+        a2 = 2 * math.pi * torch.outer(i2, k2) / n2  # (m2, k2)
         as32 = lambda t: t.float().to(window.device)  # noqa: E731
-        self.c1, self.s1 = as32(torch.cos(a1)), as32(-torch.sin(a1))
-        self.c2, self.s2 = as32(torch.cos(a2)), as32(-torch.sin(a2))
-        self.tc, self.ts = as32(torch.cos(tw)), as32(torch.sin(tw))
+        # Forward: x[m1, m2] = x[n2 m1 + m2]; Y = sum_m1 x e^{-i a1} (rows: re, then im);
+        # Z = Y e^{-i tw}; X[k1 + n1 k2] = sum_m2 Z e^{-i a2}, columns (k2, re/im) interleaved.
+        self.stage1 = as32(torch.cat((torch.cos(a1), -torch.sin(a1))))  # (2 n1, n1)
+        self.tw_cos, self.tw_sin = as32(torch.cos(tw)), as32(torch.sin(tw))
+        c2, s2 = torch.cos(a2), torch.sin(a2)
+        top = torch.stack((c2, -s2), dim=-1).reshape(n2, -1)  # Zr's share of (re, im) per k2
+        bottom = torch.stack((s2, c2), dim=-1).reshape(n2, -1)  # Zi's share
+        self.stage2 = as32(torch.cat((top, bottom)))  # (2 n2, 2 k2_count)
+        # Inverse (real output): x[n2 m1 + m2] = (1/n) sum_k c_k Re(X[k] e^{+2 pi i k n / n}),
+        # c_k = 2 but 1 for DC and Nyquist. Over k2 first: Y[k1, m2] = sum_k2 c X e^{+i a2};
+        # Z = Y e^{+i tw}; x[m1, m2] = Re sum_k1 Z e^{+i a1} = cos(a1)^T Zr - sin(a1)^T Zi.
+        self.inv_stage1 = as32(torch.cat((torch.stack((c2.T, -s2.T), dim=1), torch.stack((s2.T, c2.T), dim=1)), dim=-1)
+                               .reshape(2 * self.k2_count, 2 * n2))  # rows (k2, re/im), columns (Yr | Yi)
+        self.inv_stage2 = as32(torch.cat((torch.cos(a1).T, -torch.sin(a1).T), dim=1))  # (m1, [k1 re | k1 im])
+        weight = torch.full((self.bins, 2), 2.0, **f64)
+        weight[0], weight[-1] = 1.0, 1.0
+        self.inv_weight = as32(weight)  # c_k for the (re, im) pairs
         self.window = window
-        mirror = torch.cat((torch.arange(self.bins), torch.arange(n - self.bins, 0, -1)))
-        self.mirror = mirror.to(window.device)  # full-spectrum bin k <- half-spectrum bin
-        self.conj = torch.cat((torch.ones(self.bins), -torch.ones(n - self.bins))).to(window.device)
-
-    def _forward(self, re: Tensor, im: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Complex DFT of (..., n) -> (re, im) in natural bin order."""
-        shape = re.shape[:-1]
-        xr = re.reshape(*shape, self.n1, self.n2)  # x[m1, m2] = x[n2 * m1 + m2]
-        yr, yi = self.c1 @ xr, self.s1 @ xr
-        if im is not None:
-            xi = im.reshape(*shape, self.n1, self.n2)
-            yr, yi = yr - self.s1 @ xi, yi + self.c1 @ xi
-        zr, zi = yr * self.tc - yi * self.ts, yr * self.ts + yi * self.tc
-        out_r, out_i = zr @ self.c2 - zi @ self.s2, zr @ self.s2 + zi @ self.c2  # (..., k1, k2)
-        return out_r.transpose(-1, -2).reshape(*shape, self.n), out_i.transpose(-1, -2).reshape(*shape, self.n)
+        self.inv_window = window / n
 
     def rfft(self, frames: Tensor) -> Tensor:
         """Windowed rfft of (..., n) -> (..., n/2 + 1, 2) (re, im) pairs."""
-        re, im = self._forward(frames * self.window, None)
-        return torch.stack((re[..., : self.bins], im[..., : self.bins]), dim=-1)
+        shape, n1, n2 = frames.shape[:-1], self.n1, self.n2
+        y = self.stage1 @ (frames * self.window).reshape(*shape, n1, n2)  # (..., 2 n1, n2)
+        yr, yi = y[..., :n1, :], y[..., n1:, :]
+        z = torch.cat((yr * self.tw_cos + yi * self.tw_sin, yi * self.tw_cos - yr * self.tw_sin), dim=-1)  # (..., n1, 2 n2)
+        out = (z @ self.stage2).reshape(*shape, n1, self.k2_count, 2).transpose(-3, -2)  # (..., k2, k1, 2)
+        return out.reshape(*shape, n1 * self.k2_count, 2)[..., : self.bins, :]
 
     def irfft(self, spec: Tensor) -> Tensor:
-        """Inverse of :meth:`rfft` for (..., n/2 + 1, 2) pairs -> windowed real frames (..., n)."""
-        full = spec.index_select(-2, self.mirror)  # Hermitian extension
-        re, im = full[..., 0], full[..., 1] * self.conj
-        # x = Re(DFT(conj(X))) / n
-        out, _ = self._forward(re, -im)
-        return out * (self.window / self.n)
+        """Inverse of :meth:`rfft` for (..., n/2 + 1, 2) pairs -> windowed real frames (..., n).
+
+        The imaginary parts of DC and Nyquist are ignored, as by ``torch.fft.irfft``.
+        """
+        shape, n1, k2 = spec.shape[:-2], self.n1, self.k2_count
+        x = torch.cat((spec * self.inv_weight, spec.new_zeros(*shape, n1 * k2 - self.bins, 2)), dim=-2)
+        x = x.reshape(*shape, k2, n1, 2).transpose(-3, -2).reshape(*shape, n1, 2 * k2)  # rows k1: (k2, re/im)
+        y = x @ self.inv_stage1  # (..., n1, 2 n2): Yr | Yi
+        yr, yi = y[..., : self.n2], y[..., self.n2 :]
+        z = torch.cat((yr * self.tw_cos - yi * self.tw_sin, yr * self.tw_sin + yi * self.tw_cos), dim=-2)  # (..., 2 n1, n2)
+        return (self.inv_stage2 @ z).reshape(*shape, self.n) * self.inv_window
 
 
 def band_energy_db(samples: np.ndarray, sample_rate: int, cutoff_hz: float) -> float:

@@ -332,9 +332,18 @@ class DeepFilterNet(EnhancementModel):
         self.erb_decoder = ErbDecoder(cfg, self.encoder.emb_dim)
         self.df_decoder = DfDecoder(cfg, self.encoder.emb_dim)
         self.delay_frames = output_delay_frames(cfg)
-        # Frames of history the output stage keeps: the output frame lags the network by
-        # delay_frames, and the filter reaches order-1-df_lookahead frames further back.
-        self.history = self.delay_frames + cfg.df_order - 1 - cfg.df_lookahead
+        # Frames of history the output stage keeps (see decode_frames): the spectrum for
+        # delay_frames plus the filter's reach into the past; masks, taps and local SNRs only
+        # as far back as an output frame still needs them (none for DeepFilterNet3, whose
+        # output frame is decided by the newest network frame).
+        past_taps = cfg.df_order - 1 - cfg.df_lookahead
+        self.history = {
+            "spec": self.delay_frames + past_taps,
+            "gain": self.delay_frames - cfg.conv_lookahead + (past_taps if cfg.df_on_masked else 0),
+            "coef": self.delay_frames - cfg.conv_lookahead,
+        }
+        # erb_inv with every column twice: band gains straight onto (re, im) pairs.
+        self.register_buffer("erb_inv_pairs", self.encoder.erb_inv.repeat_interleave(2, dim=1), persistent=False)
 
     def train(self, mode: bool = True) -> DeepFilterNet:
         """Set the mode; with ``freeze_bn`` BatchNorm keeps its (imported) statistics."""
@@ -351,60 +360,73 @@ class DeepFilterNet(EnhancementModel):
         cfg, h = self.cfg, self.history
         n_bins = cfg.n_fft // 2 + 1
         z = lambda *shape: torch.zeros(*shape, device=device)  # noqa: E731
-        return {
+        state = {
             **self.encoder.initial_state(batch, device),
             "erb_gru": z(cfg.emb_layers - 1, batch, cfg.emb_hidden),
             "df_gru": z(cfg.df_layers, batch, cfg.df_hidden),
             "df_convp": z(batch, cfg.conv_ch, cfg.df_pathway_kernel - 1, cfg.n_df),
-            "spec_hist": z(batch, h, n_bins, 2),
-            "gain_hist": z(batch, h, cfg.n_erb),
-            "coef_hist": z(batch, h, cfg.n_df, cfg.df_order, 2),
-            "lsnr_hist": z(batch, h),
+            "spec_hist": z(batch, h["spec"], n_bins, 2),
             "ola": z(batch, cfg.n_fft - cfg.hop),
         }
+        if h["gain"]:
+            state |= {"gain_hist": z(batch, h["gain"], cfg.n_erb), "lsnr_hist": z(batch, h["gain"])}
+        if h["coef"]:
+            state["coef_hist"] = z(batch, h["coef"], cfg.n_df, cfg.df_order, 2)
+        return state
 
     def decode_frames(self, enc: dict[str, Tensor], state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Decoders + mask + deep filter: one output spectral frame (B, T, F, 2) per network frame.
 
-        Output frame ``j`` of the block is spectral frame ``s_j - delay_frames``.
+        Output frame ``j`` of the block is spectral frame ``s_j - delay_frames``; network frame
+        ``s`` decides the mask of spectral frame ``s - conv_lookahead`` and the taps of the
+        frame it masks. Each quantity is joined to its history, whose frame ``i`` is block
+        frame ``i - history``.
         """
-        cfg, hist = self.cfg, self.history
+        cfg, hist, delay = self.cfg, self.history, self.delay_frames
+        la, order, n_df = cfg.conv_lookahead, cfg.df_order, cfg.n_df
         gains, erb_h = self.erb_decoder(enc, state["erb_gru"])
         coefs, df_h, convp_ctx = self.df_decoder(enc, state["df_gru"], state["df_convp"])
-        spec = torch.cat((state["spec_hist"], enc["spec"]), dim=1)  # (B, L, F, 2)
-        band_gain = torch.cat((state["gain_hist"], gains[:, 0]), dim=1)  # (B, L, E)
-        coef = torch.cat((state["coef_hist"], coefs), dim=1)
-        lsnr = torch.cat((state["lsnr_hist"], enc["lsnr"]), dim=1)
-        n_out, la, order = enc["spec"].shape[1], cfg.conv_lookahead, cfg.df_order
-        gain = band_gain @ self.encoder.erb_inv  # (B, L, F)
+        n_out = enc["spec"].shape[1]
+        new_state = {"erb_gru": erb_h, "df_gru": df_h, "df_convp": convp_ctx}
+
+        def joined(name: str, new: Tensor, length: int) -> Tensor:
+            if not length:
+                return new
+            full = torch.cat((state[f"{name}_hist"], new), dim=1)
+            new_state[f"{name}_hist"] = full[:, full.shape[1] - length :]
+            return full
+
+        spec = joined("spec", enc["spec"], hist["spec"])  # (B, Hs + T, F, 2)
+        band_gain = joined("gain", gains[:, 0], hist["gain"])  # (B, Hg + T, E)
+        lsnr = joined("lsnr", enc["lsnr"], hist["gain"])
+        coef = joined("coef", coefs, hist["coef"])  # (B, Hc + T, n_df, order, 2)
+        gain = band_gain @ self.erb_inv_pairs  # (B, Hg + T, 2F): one gain per (re, im) value
         gate = cfg.lsnr_gate and not self.training
         if gate:  # per network frame: zero gain / unprocessed (the C runtime's thresholds)
             gain = torch.where((lsnr < cfg.lsnr_min_db)[..., None], torch.zeros_like(gain), gain)
             gain = torch.where((lsnr > cfg.lsnr_max_erb_db)[..., None], torch.ones_like(gain), gain)
-        # Spectral frame i is decided by network frame i + la.
-        masked = spec[:, :-la] * gain[:, la:, :, None] if la else spec * gain[..., None]
+        # Masked spectral frames: those decided by the network frames in band_gain.
+        first = hist["spec"] - hist["gain"] - la
+        masked = (spec[:, first : first + band_gain.shape[1]].flatten(2) * gain).unflatten(2, spec.shape[2:])
+        # Output frame j is masked frame j + shift; its taps are source frames j .. j + order - 1.
+        shift = hist["gain"] + la - delay
         source = masked if cfg.df_on_masked else spec
-        taps = torch.stack([source[:, k : k + n_out, : cfg.n_df] for k in range(order)], dim=-1)  # (B, T, n_df, 2, order)
-        start = hist - self.delay_frames  # index of output frame 0 in the concatenation
-        c = coef[:, start + la : start + la + n_out]  # (B, T, n_df, order, 2)
-        t_re, t_im = taps[:, :, :, 0], taps[:, :, :, 1]
-        low_re = (t_re * c[..., 0] - t_im * c[..., 1]).sum(-1)
-        low_im = (t_re * c[..., 1] + t_im * c[..., 0]).sum(-1)
-        out = masked[:, start : start + n_out].clone()
-        low = torch.stack((low_re, low_im), dim=-1)
+        taps = source[:, : n_out + order - 1, :n_df].unfold(1, order, 1).transpose(-1, -2)  # (B, T, n_df, order, 2)
+        # Complex products summed over the taps: re = sum(t_re c_re - t_im c_im), im = sum(t_re c_im + t_im c_re).
+        c = coef[:, :n_out]  # (B, T, n_df, order, 2)
+        low_re = (taps * (c * c.new_tensor([1.0, -1.0]))).sum((-2, -1))
+        low_im = (taps * c.flip(-1)).sum((-2, -1))
+        low = torch.stack((low_re, low_im), dim=-1)  # (B, T, n_df, 2)
+        out = masked[:, shift : shift + n_out]
         if gate:
-            frame_lsnr = lsnr[:, start + la : start + la + n_out]
+            frame_lsnr = lsnr[:, hist["gain"] - hist["coef"] : hist["gain"] - hist["coef"] + n_out]
             apply_df = (frame_lsnr >= cfg.lsnr_min_db) & (frame_lsnr <= min(cfg.lsnr_max_df_db, cfg.lsnr_max_erb_db))
-            low = torch.where(apply_df[..., None, None], low, out[:, :, : cfg.n_df])
-        out = torch.cat((low, out[:, :, cfg.n_df :]), dim=2)
+            low = torch.where(apply_df[..., None, None], low, out[:, :, :n_df])
+        out = torch.cat((low, out[:, :, n_df:]), dim=2)
         if cfg.atten_lim_db is not None:
             lim = 10 ** (-abs(cfg.atten_lim_db) / 20)
-            out = out * (1 - lim) + spec[:, start : start + n_out] * lim
-        new_state = {
-            "erb_gru": erb_h, "df_gru": df_h, "df_convp": convp_ctx,
-            "spec_hist": spec[:, spec.shape[1] - hist :], "gain_hist": band_gain[:, band_gain.shape[1] - hist :],
-            "coef_hist": coef[:, coef.shape[1] - hist :], "lsnr_hist": lsnr[:, lsnr.shape[1] - hist :],
-        }
+            offset = hist["spec"] - delay
+            out = out * (1 - lim) + spec[:, offset : offset + n_out] * lim
         return out, new_state
 
     def frames(self, samples: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

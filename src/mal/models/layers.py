@@ -69,8 +69,11 @@ class GroupedLinear(nn.Module):
         shape = x.shape[:-1]
         # A batched MatMul over the groups rather than an einsum: the same numbers, and much
         # faster in onnxruntime (whose Einsum kernel is slow) and for one-frame steps.
-        x = x.reshape(-1, self.groups, x.shape[-1] // self.groups).transpose(0, 1)  # (G, N, I/G)
-        y = (x @ self.weight).transpose(0, 1).reshape(*shape, -1)
+        if x.numel() == x.shape[-1]:  # one row (a streaming step): (1, G, I/G) is already (G, 1, I/G)
+            y = (x.reshape(self.groups, 1, -1) @ self.weight).reshape(*shape, -1)
+        else:
+            x = x.reshape(-1, self.groups, x.shape[-1] // self.groups).transpose(0, 1)  # (G, N, I/G)
+            y = (x @ self.weight).transpose(0, 1).reshape(*shape, -1)
         return y if self.bias is None else y + self.bias
 
 
