@@ -23,6 +23,8 @@ BENCHMARKS = [
     ("startup", "bench_startup.py", []),
     # where the time of `--jobs 2` goes (worker start-up, short vs long folders)
     ("profile_jobs", "profile_jobs.py", []),
+    # where a hop of the DeepFilterNet3 stream goes (GRU layers vs the rest, by ablation)
+    ("profile_stream", "profile_stream.py", []),
 ]
 
 

@@ -286,6 +286,19 @@ def test_exported_onnx_step_equals_pytorch(name, request, tmp_path):
     assert snr >= 50.0, snr  # the deployment stream is mal's offline output
 
 
+@pytest.mark.parametrize("in_ch,out_ch,kernel,fstride", [(64, 64, (1, 3), 2), (8, 4, (1, 3), 2), (6, 6, (2, 5), 3)])
+def test_transposed_conv_as_zero_stuffed_conv_equals_conv_transpose(in_ch, out_ch, kernel, fstride):
+    from mal.models.deepfilternet import ConvBlock, transposed_as_conv
+
+    torch.manual_seed(0)
+    conv = ConvBlock(in_ch, out_ch, kernel, fstride=fstride, transposed=True).layers[0]
+    x = torch.randn(2, in_ch, 5, 8)
+    reference = conv(x)
+    ours = transposed_as_conv(conv, x)
+    assert ours.shape == reference.shape
+    assert (ours - reference).abs().max() < 1e-5 * reference.abs().max()
+
+
 def test_output_stage_keeps_only_the_history_its_outputs_read():
     """DeepFilterNet3's output frame is decided by the newest network frame: its state carries
     the spectrum's past (delay + the filter's reach) and no past masks, taps or local SNRs;

@@ -134,14 +134,38 @@ class ConvBlock(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.context = 0 if transposed else kt - 1
         self.in_ch = in_ch
+        self.transposed = transposed
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        if self.transposed:
+            return self.layers[1:](transposed_as_conv(self.layers[0], x)), None
         if not self.context:
             return self.layers(x), None
         if context is None:
             context = x.new_zeros(x.shape[0], x.shape[1], self.context, x.shape[3])
         x = torch.cat((context, x), dim=2)
         return self.layers(x), x[:, :, -self.context :]
+
+
+def transposed_as_conv(conv: nn.ConvTranspose2d, x: Tensor) -> Tensor:
+    """``conv(x)`` computed as a convolution of the zero-stuffed input with the flipped kernel.
+
+    The same products and sums (plus zeros). Written out because onnxruntime's ConvTranspose
+    kernel takes several times as long as its Conv for one streaming frame. Stride 1 in time.
+    """
+    (kt, kf), (st, sf), (pt, pf), (_, extra) = conv.kernel_size, conv.stride, conv.padding, conv.output_padding
+    if st != 1 or conv.dilation != (1, 1):
+        raise ValueError("transposed_as_conv handles time stride 1 and no dilation")
+    groups, (c_in, c_out_group) = conv.groups, conv.weight.shape[:2]
+    weight = conv.weight.view(groups, c_in // groups, c_out_group, kt, kf).transpose(1, 2)
+    weight = weight.reshape(groups * c_out_group, c_in // groups, kt, kf).flip(-2, -1)
+    b, c, t, f = x.shape
+    if sf > 1:  # x[i] at i * sf, zeros between (and sf - 1 after the last)
+        x = torch.cat((x.unsqueeze(-1), x.new_zeros(b, c, t, f, sf - 1)), dim=-1).reshape(b, c, t, f * sf)
+    left, right, time_pad = kf - 1 - pf, kf - 1 - pf + extra - (sf - 1), kt - 1 - pt
+    if left == right and time_pad >= 0:
+        return F.conv2d(x, weight, conv.bias, padding=(time_pad, left), groups=groups)
+    return F.conv2d(F.pad(x, (left, right, time_pad, time_pad)), weight, conv.bias, groups=groups)
 
 
 class SqueezedGRU(nn.Module):
@@ -342,8 +366,10 @@ class DeepFilterNet(EnhancementModel):
             "gain": self.delay_frames - cfg.conv_lookahead + (past_taps if cfg.df_on_masked else 0),
             "coef": self.delay_frames - cfg.conv_lookahead,
         }
-        # erb_inv with every column twice: band gains straight onto (re, im) pairs.
-        self.register_buffer("erb_inv_pairs", self.encoder.erb_inv.repeat_interleave(2, dim=1), persistent=False)
+        # The band of every (bin, re/im) value: band gains straight onto (re, im) pairs by
+        # indexing, the same numbers as the 0/1 matrix erb_inv without reading it every frame.
+        bands = self.encoder.erb_inv.argmax(dim=0).repeat_interleave(2)
+        self.register_buffer("pair_bands", bands, persistent=False)
 
     def train(self, mode: bool = True) -> DeepFilterNet:
         """Set the mode; with ``freeze_bn`` BatchNorm keeps its (imported) statistics."""
@@ -400,7 +426,7 @@ class DeepFilterNet(EnhancementModel):
         band_gain = joined("gain", gains[:, 0], hist["gain"])  # (B, Hg + T, E)
         lsnr = joined("lsnr", enc["lsnr"], hist["gain"])
         coef = joined("coef", coefs, hist["coef"])  # (B, Hc + T, n_df, order, 2)
-        gain = band_gain @ self.erb_inv_pairs  # (B, Hg + T, 2F): one gain per (re, im) value
+        gain = band_gain.index_select(-1, self.pair_bands)  # (B, Hg + T, 2F): one gain per (re, im) value
         gate = cfg.lsnr_gate and not self.training
         if gate:  # per network frame: zero gain / unprocessed (the C runtime's thresholds)
             gain = torch.where((lsnr < cfg.lsnr_min_db)[..., None], torch.zeros_like(gain), gain)
@@ -413,8 +439,10 @@ class DeepFilterNet(EnhancementModel):
         source = masked if cfg.df_on_masked else spec
         taps = source[:, : n_out + order - 1, :n_df].unfold(1, order, 1).transpose(-1, -2)  # (B, T, n_df, order, 2)
         # Complex products summed over the taps: re = sum(t_re c_re - t_im c_im), im = sum(t_re c_im + t_im c_re).
+        # (Whole-tensor products only: onnxruntime's broadcasting over a last axis of 2 is slow.)
         c = coef[:, :n_out]  # (B, T, n_df, order, 2)
-        low_re = (taps * (c * c.new_tensor([1.0, -1.0]))).sum((-2, -1))
+        same = (taps * c).sum(-2)  # (sum t_re c_re, sum t_im c_im)
+        low_re = same[..., 0] - same[..., 1]
         low_im = (taps * c.flip(-1)).sum((-2, -1))
         low = torch.stack((low_re, low_im), dim=-1)  # (B, T, n_df, 2)
         out = masked[:, shift : shift + n_out]
