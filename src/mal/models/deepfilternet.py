@@ -370,6 +370,11 @@ class DeepFilterNet(EnhancementModel):
         # indexing, the same numbers as the 0/1 matrix erb_inv without reading it every frame.
         bands = self.encoder.erb_inv.argmax(dim=0).repeat_interleave(2)
         self.register_buffer("pair_bands", bands, persistent=False)
+        # Sums the deep filter's products (see decode_frames) into the output's (re, im).
+        re_signs = torch.tensor([1.0, -1.0]).repeat(cfg.df_order)
+        df_sum = torch.zeros(4 * cfg.df_order, 2)
+        df_sum[: 2 * cfg.df_order, 0], df_sum[2 * cfg.df_order :, 1] = re_signs, 1.0
+        self.register_buffer("df_sum", df_sum, persistent=False)
 
     def train(self, mode: bool = True) -> DeepFilterNet:
         """Set the mode; with ``freeze_bn`` BatchNorm keeps its (imported) statistics."""
@@ -439,12 +444,13 @@ class DeepFilterNet(EnhancementModel):
         source = masked if cfg.df_on_masked else spec
         taps = source[:, : n_out + order - 1, :n_df].unfold(1, order, 1).transpose(-1, -2)  # (B, T, n_df, order, 2)
         # Complex products summed over the taps: re = sum(t_re c_re - t_im c_im), im = sum(t_re c_im + t_im c_re).
-        # (Whole-tensor products only: onnxruntime's broadcasting over a last axis of 2 is slow.)
+        # The products t_re c_re, t_im c_im, t_re c_im, t_im c_re of every tap, then one matrix
+        # product with +-1 sums them into (re, im). (onnxruntime is slow at broadcasting over,
+        # or reducing across, a last axis of 2, so neither is used.)
         c = coef[:, :n_out]  # (B, T, n_df, order, 2)
-        same = (taps * c).sum(-2)  # (sum t_re c_re, sum t_im c_im)
-        low_re = same[..., 0] - same[..., 1]
-        low_im = (taps * c.flip(-1)).sum((-2, -1))
-        low = torch.stack((low_re, low_im), dim=-1)  # (B, T, n_df, 2)
+        flat = taps.flatten(-2)
+        products = torch.cat((flat * c.flatten(-2), flat * c.flip(-1).flatten(-2)), dim=-1)  # (B, T, n_df, 4 order)
+        low = products @ self.df_sum  # (B, T, n_df, 2)
         out = masked[:, shift : shift + n_out]
         if gate:
             frame_lsnr = lsnr[:, hist["gain"] - hist["coef"] : hist["gain"] - hist["coef"] + n_out]
