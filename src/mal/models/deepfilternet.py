@@ -121,8 +121,8 @@ class ConvBlock(nn.Module):
         groups = math.gcd(in_ch, out_ch)
         separable = groups > 1 and (transposed or max(kernel) > 1)
         if transposed:
-            conv = nn.ConvTranspose2d(in_ch, out_ch, kernel, stride=(1, fstride), padding=(kt - 1, kf // 2),
-                                      output_padding=(0, kf // 2), groups=groups, bias=False)
+            conv = StuffedConvTranspose2d(in_ch, out_ch, kernel, stride=(1, fstride), padding=(kt - 1, kf // 2),
+                                          output_padding=(0, kf // 2), groups=groups, bias=False)
         else:
             conv = nn.Conv2d(in_ch, out_ch, kernel, stride=(1, fstride), padding=(0, kf // 2), groups=groups, bias=False)
         layers: list[nn.Module] = [conv]
@@ -134,17 +134,23 @@ class ConvBlock(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.context = 0 if transposed else kt - 1
         self.in_ch = in_ch
-        self.transposed = transposed
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        if self.transposed:
-            return self.layers[1:](transposed_as_conv(self.layers[0], x)), None
         if not self.context:
             return self.layers(x), None
         if context is None:
             context = x.new_zeros(x.shape[0], x.shape[1], self.context, x.shape[3])
         x = torch.cat((context, x), dim=2)
         return self.layers(x), x[:, :, -self.context :]
+
+
+class StuffedConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (same weights and result) computed by :func:`transposed_as_conv`."""
+
+    def forward(self, x: Tensor, output_size=None) -> Tensor:
+        if output_size is not None:
+            raise ValueError("StuffedConvTranspose2d takes no output_size")
+        return transposed_as_conv(self, x)
 
 
 def transposed_as_conv(conv: nn.ConvTranspose2d, x: Tensor) -> Tensor:
