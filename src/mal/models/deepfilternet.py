@@ -256,8 +256,8 @@ class DeepFilterNetEncoder(nn.Module):
         feat_erb = ((db - erb_mean) / 40.0).unsqueeze(1)  # (B, 1, T, E)
         low = scaled[:, :, : cfg.n_df]
         mag_mean = dsp.exp_mean(torch.sqrt(low.square().sum(-1) + 1e-24), alpha, state["spec_norm"])
-        low = low / torch.sqrt(mag_mean)[..., None]
-        feat_spec = low.permute(0, 3, 1, 2)  # (B, 2, T, n_df)
+        # (re, im) first, then the division broadcasts over an outer axis (fast in onnxruntime).
+        feat_spec = low.permute(0, 3, 1, 2) / torch.sqrt(mag_mean)[:, None]  # (B, 2, T, n_df)
         new_state = {"analysis": x[:, x.shape[1] - (cfg.n_fft - cfg.hop) :], "erb_norm": erb_mean[:, -1], "spec_norm": mag_mean[:, -1]}
         return spec, feat_erb, feat_spec, new_state
 
