@@ -18,13 +18,16 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     ("speed", "bench_speed.py", []),
     ("training", "bench_training.py", []),
-    # scoring measured beside the code before its speed-up (commit 6cb4f3b), in the same run
+    # scoring measured beside the code before its speed-up (commit 6cb4f3b), in the same run,
+    # every configuration twice, taking turns, the faster pass kept
     ("evaluate", "bench_evaluate.py", ["--baseline", "6cb4f3b"]),
     ("startup", "bench_startup.py", []),
     # where the time of `--jobs 2` goes (worker start-up, short vs long folders)
     ("profile_jobs", "profile_jobs.py", []),
     # where a hop of the DeepFilterNet3 stream goes (GRU layers vs the rest, by ablation)
     ("profile_stream", "profile_stream.py", []),
+    # where the time of `mal evaluate --jobs 2` goes (per worker, per metric family, DNSMOS sessions)
+    ("profile_evaluate", "profile_evaluate.py", []),
 ]
 
 
