@@ -67,12 +67,33 @@ def test_cache_rescoring_only_changed_files(folders, tmp_path, monkeypatch):
     assert sorted(calls) == sorted(["sisdr", "lsd", "lsd", "lsd"])  # plus a new metric group everywhere
 
 
-def test_parallel_jobs_give_the_same_scores(folders):
+def test_parallel_jobs_give_the_same_scores(folders, monkeypatch):
     clean, enhanced = folders
     jobs, _ = runner.pair_jobs("E", enhanced, clean)
     serial = run_jobs(jobs, ScoreOptions(("sisdr", "lsd")), n_jobs=1, progress=False)
+    entered, one_thread_children = [], runner._one_thread_children
+    monkeypatch.setattr(runner, "_one_thread_children", lambda: entered.append(1) or one_thread_children())
     parallel = run_jobs(jobs, ScoreOptions(("sisdr", "lsd")), n_jobs=2, progress=False)
     assert [(r["file"], r["SI-SDR"], r["LSD"]) for r in serial.rows] == [(r["file"], r["SI-SDR"], r["LSD"]) for r in parallel.rows]
+    assert entered == [1]  # the workers were started with one BLAS / OpenMP thread each
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads a process's initial environment in /proc (Linux)")
+def test_workers_see_one_thread_from_their_first_import(monkeypatch):
+    """numpy's OpenBLAS reads OPENBLAS_NUM_THREADS when it loads, which in a spawned worker is
+    before its initializer runs: the variables must be in the environment it starts with."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+    from pathlib import Path
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with runner._one_thread_children():
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            initial = pool.submit(Path("/proc/self/environ").read_bytes).result()  # as exec'd, before any import
+    started_with = dict(item.split(b"=", 1) for item in initial.split(b"\0") if b"=" in item)
+    assert all(started_with[name.encode()] == b"1" for name in runner._THREAD_VARIABLES)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "7" and "OMP_NUM_THREADS" not in os.environ  # the caller's, restored
 
 
 def test_evaluate_cli_bad_file_skips_and_outputs(folders, tmp_path, capsys, monkeypatch):

@@ -31,6 +31,7 @@ The numbers are those of scoring each file alone (tests/test_scoring_speed.py).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -393,10 +394,35 @@ def _stat(path: str | None) -> list | None:
     return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
 
 
+# One thread per worker: the pool provides the parallelism. DNSMOS runs ONNX Runtime on one
+# thread in every process; these reach OpenMP, MKL and OpenBLAS (numpy's), torch.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _one_thread_children():
+    """Processes started inside this block have one BLAS / OpenMP thread from their first import.
+
+    A spawned worker imports this module, and with it numpy, whose OpenBLAS reads
+    OPENBLAS_NUM_THREADS once when it loads, to unpickle its initializer, before the
+    initializer runs: variables set there came too late, and each of two workers ran BLAS on
+    two threads (the 64 vbd-test files, all metrics, --jobs 2: 31.5 s instead of 21.8 s).
+    So they are in the environment the workers are started with.
+    """
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(_THREAD_VARIABLES, "1"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _init_worker() -> None:
-    # One thread per worker: the pool provides the parallelism. The variables reach torch and
-    # BLAS (imported later, here); DNSMOS runs ONNX Runtime on one thread in every process.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in _THREAD_VARIABLES:  # (already so when started by _run_units; kept for other callers)
         os.environ[var] = "1"
     import atexit
 
@@ -476,8 +502,6 @@ def _run_units(units: list[tuple[str, list]], jobs: list[Job], options: ScoreOpt
     libraries are loaded for it (a shared pool hands any task to any worker).
     """
     from collections import deque
-    from concurrent.futures import FIRST_COMPLETED, wait
-    from concurrent.futures.process import BrokenProcessPool
 
     queues = {family: deque(unit for f, unit in units if f == family) for family in _FAMILIES}
     present = [family for family in _FAMILIES if queues[family]]
@@ -486,6 +510,16 @@ def _run_units(units: list[tuple[str, list]], jobs: list[Job], options: ScoreOpt
 
     def executor() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=_init_worker)
+
+    with _one_thread_children():
+        _feed_units(queues, prefer, executor, n_workers, jobs, options, finish)
+
+
+def _feed_units(queues: dict, prefer: list[str], executor, n_workers: int, jobs: list[Job], options: ScoreOptions,
+                finish) -> None:
+    """The scheduling loop of :func:`_run_units`: each worker takes its family's units, then the rest."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     pools = [executor() for _ in range(n_workers)]
     running: dict = {}
@@ -569,9 +603,14 @@ def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path
     chunks = _chunks(jobs, todo, largest_first=parallel)
     try:
         if not parallel or len(chunks) <= 1:
-            for chunk in chunks:
-                for i, groups in chunk:
-                    finish(i, score_chunk([(jobs[i], groups, True)], options)[0])
+            # One BLAS thread here too, as in the workers: a sum split over two threads differs
+            # in the last bits (SI-SDR by 3e-15), and the scores must not depend on --jobs.
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=1, user_api="blas"):
+                for chunk in chunks:
+                    for i, groups in chunk:
+                        finish(i, score_chunk([(jobs[i], groups, True)], options)[0])
         else:
             units = _family_units(chunks)
             for _, unit in units:

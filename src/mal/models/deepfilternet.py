@@ -449,8 +449,8 @@ class DeepFilterNet(EnhancementModel):
         shift = hist["gain"] + la - delay
         source = masked if cfg.df_on_masked else spec
         taps = source[:, : n_out + order - 1, :n_df].unfold(1, order, 1).transpose(-1, -2)  # (B, T, n_df, order, 2)
-        # Complex products summed over the taps: re = sum(t_re c_re - t_im c_im), im = sum(t_re c_im + t_im c_re).
-        # The products t_re c_re, t_im c_im, t_re c_im, t_im c_re of every tap, then one matrix
+        # Complex products summed over the taps, re = sum(t_re c_re - t_im c_im) and
+        # im = sum(t_re c_im + t_im c_re): the four products of every tap, then one matrix
         # product with +-1 sums them into (re, im). (onnxruntime is slow at broadcasting over,
         # or reducing across, a last axis of 2, so neither is used.)
         c = coef[:, :n_out]  # (B, T, n_df, order, 2)
