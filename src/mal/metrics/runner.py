@@ -422,8 +422,7 @@ def _one_thread_children():
 
 
 def _init_worker() -> None:
-    for var in _THREAD_VARIABLES:  # (already so when started by _run_units; kept for other callers)
-        os.environ[var] = "1"
+    """A scoring worker's start (its thread variables come with its environment: _one_thread_children)."""
     import atexit
 
     atexit.register(_exit_worker)
