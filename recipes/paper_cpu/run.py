@@ -52,7 +52,7 @@ EXTRA_FINETUNES = {
     "ext-nisqa": ("ext", ["loss.ext.kind=nisqa", "loss.ext.layer=cnn"]),
     "ext-mal-nisqa": ("ext_mal", ["loss.ext.kind=nisqa", "loss.ext.layer=cnn"]),
 }
-MODEL = "{preset: dfnet_16k, conv_ch: 24, emb_dim: 96, df_hidden: 96}"
+MODEL = "{preset: deepfilternet_16k}"
 PEERS = {  # published outputs in ../shared/data (only some files of each set)
     "vbd-test": ["CMGAN", "MP-SENet", "SE-VCAE", "TFT"],
     "dns-test-noreverb": ["FRCRN", "MFNet", "MP-SENet"],

@@ -18,7 +18,7 @@ from mal.io import remove_stale_parts
 
 if TYPE_CHECKING:
     from mal.models import EnhancementModel
-    from mal.streaming import FrameStream
+    from mal.stream import HopStream
 
 
 @dataclass
@@ -86,7 +86,7 @@ def output_path(out_dir: Path, rel: Path, suffix: str = "") -> Path:
 
 
 def enhance_files(
-    model: EnhancementModel | FrameStream,
+    model: EnhancementModel | HopStream,
     inputs: list[str | os.PathLike],
     out_dir: str | os.PathLike,
     overwrite: bool = False,

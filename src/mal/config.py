@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "output_dir": "runs/experiment",
-    "model": {"preset": "dfnet_16k"},
+    "model": {"preset": "deepfilternet_16k"},
     "data": {
         "root": None,  # folder that relative dirs are resolved against (default: ../shared/data)
         "speech_dirs": ["librispeech-train-clean-100-subset/clean", "speech-extra/clean"],

@@ -15,7 +15,7 @@ import numpy as np
 
 from mal.audio import list_audio, read_audio, write_audio
 
-SMALL_MODEL = {"preset": "dfnet_16k", "conv_ch": 16, "emb_dim": 64, "df_hidden": 64}
+SMALL_MODEL = {"preset": "deepfilternet_16k"}
 
 
 def _synthetic_data(folder: Path, rate: int) -> tuple[Path, Path, list[tuple[str, np.ndarray, np.ndarray]]]:

@@ -40,7 +40,7 @@ from mal.models import EnhancementModel, build_model
 
 
 if TYPE_CHECKING:
-    from mal.streaming import FrameStream
+    from mal.stream import HopStream
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "default.ckpt"
@@ -131,7 +131,7 @@ def save_model(model: EnhancementModel, path: str | os.PathLike, metadata: dict 
 
 @torch.no_grad()
 def enhance_array(
-    model: EnhancementModel | FrameStream,
+    model: EnhancementModel | HopStream,
     samples: np.ndarray,
     sample_rate: int,
     chunk_seconds: float = 30.0,
@@ -140,15 +140,15 @@ def enhance_array(
 ) -> np.ndarray:
     """Enhance ``samples`` ((n,) or (n, channels)) recorded at ``sample_rate``.
 
-    ``model`` is a model (offline, chunked) or a frame stream (``DFNetStream``,
+    ``model`` is a model (offline, chunked) or a frame stream (``TorchStream``,
     ``OnnxStream``). Returns an array of the same shape at the same rate.
     """
     samples = np.asarray(samples, dtype=np.float32)
     n_in = len(samples)
-    if hasattr(model, "process"):  # a frame stream (mal.streaming / mal.export): one hop at a time
+    if hasattr(model, "process"):  # a frame stream (mal.stream / mal.export): one hop at a time
         if samples.ndim == 2:
             return np.stack([enhance_array(model, samples[:, c], sample_rate) for c in range(samples.shape[1])], axis=1)
-        from mal.streaming import run_stream
+        from mal.stream import run_stream
 
         y = resample(run_stream(model, resample(samples, sample_rate, model.sample_rate)), model.sample_rate, sample_rate)
         return _fit_length(y, n_in)
@@ -228,7 +228,7 @@ def _block_streamed(model: EnhancementModel, blocks: Iterator[np.ndarray], chann
     """A model whose stream is its offline computation (``block_streaming``, DeepFilterNet):
     fixed blocks through one stream per channel, the stream's delay dropped and its tail flushed,
     so the output equals the whole-signal output (to float rounding) with one block in memory."""
-    from mal.streaming import stream_for
+    from mal.stream import stream_for
 
     streams = [stream_for(model) for _ in range(channels)]
     hop, delay = streams[0].hop, streams[0].delay_samples
@@ -323,7 +323,7 @@ def _chunked(
 
 
 def enhance_file(
-    model: EnhancementModel | FrameStream,
+    model: EnhancementModel | HopStream,
     src: str | os.PathLike,
     dst: str | os.PathLike,
     subtype: str | None = None,

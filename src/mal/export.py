@@ -1,10 +1,12 @@
-"""ONNX export of one DFNet streaming step, and an onnxruntime stream with the same API.
+"""ONNX export of one streaming step of a DeepFilterNet-family model, and its onnxruntime stream.
 
-The graph is :class:`mal.streaming.StreamingDFNet`: inputs ``frame`` (1, hop), ``valid``
-(1,) and the states of :data:`mal.streaming.STATE_NAMES`; outputs ``out`` (1, hop) and
-``new_<state>`` for each state. What a runner needs besides the graph (rate, hop,
-look-ahead, delay, which states restart after the warm-up, non-zero initial states) is in
-the model's metadata under the key ``mal_stream``.
+The graph is :meth:`DeepFilterNet.frames` itself on one hop (its FFTs as matrix products),
+so the exported step is the offline computation by construction. Inputs ``frame`` (1, hop)
+and the states (names in the metadata, in order); outputs ``out`` (1, hop) and
+``new_<state>``. What a runner needs besides the graph (rate, hop, delay, latency, the state
+names and their non-zero initial values, the model's config) is in the model's metadata
+under the key ``mal_stream``. :class:`OnnxStream` follows the one stream protocol of
+:mod:`mal.stream`.
 """
 
 from __future__ import annotations
@@ -17,52 +19,52 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from mal.models.dfnet import DFNet
-from mal.streaming import NETWORK_STATES, STATE_NAMES, FrameStream, StreamingDFNet
+from mal.models import DeepFilterNet
+from mal.stream import HopStream
 
 METADATA_KEY = "mal_stream"
-FORMAT = "mal-dfnet-stream/1"
+FORMAT = "mal-deepfilternet-stream/1"
 
 
-def export_onnx(model: DFNet, path: str | os.PathLike, opset: int = 17) -> Path:
-    """Write ``model``'s streaming step to ``path`` as ONNX (atomically); returns the path."""
-    import onnx
+class _Step(nn.Module):
+    def __init__(self, model: DeepFilterNet, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
 
-    from mal.models.deepfilternet import DeepFilterNet
+    def forward(self, frame: torch.Tensor, *states: torch.Tensor):
+        out, new = self.model.frames(frame, dict(zip(self.names, states)))
+        return (out, *(new[n] for n in self.names))
 
-    if isinstance(model, DeepFilterNet):
-        from mal.export_dfn import export_deepfilternet
 
-        return export_deepfilternet(model, path, opset)
+def export_onnx(model: DeepFilterNet, path: str | os.PathLike, opset: int = 17) -> Path:
+    """Write ``model``'s streaming step to ``path`` (atomically); returns the path."""
+    import onnx  # optional: only export needs it
+
+    if not isinstance(model, DeepFilterNet):
+        raise ValueError(f"ONNX export needs a DeepFilterNet-family model, got {type(model).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
-    model = copy.deepcopy(model).cpu().eval()  # leave the caller's model where and as it is
+    model = copy.deepcopy(model).cpu().eval()
+    model.use_dft_matrices()
+    states = model.initial_state(1)
+    names = list(states)
     try:
-        step = StreamingDFNet(model)
-        states = step.initial_states(batch=1)
-        args = (torch.zeros(1, model.cfg.hop), torch.ones(1), *states.values())
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
             torch.onnx.export(
-                step, args, str(tmp), dynamo=False, opset_version=opset,
-                input_names=["frame", "valid", *STATE_NAMES],
-                output_names=["out", *(f"new_{name}" for name in STATE_NAMES)],
+                _Step(model, names), (torch.zeros(1, model.cfg.hop), *states.values()), str(tmp), dynamo=False,
+                opset_version=opset, input_names=["frame", *names], output_names=["out", *(f"new_{n}" for n in names)],
             )
         graph = onnx.load(str(tmp))
         meta = {
-            "format": FORMAT,
-            "sample_rate": model.cfg.sample_rate,
-            "hop": model.cfg.hop,
-            "n_fft": model.cfg.n_fft,
-            "lookahead": model.cfg.lookahead,
-            "delay_samples": step.delay_samples,
-            "latency_samples": step.latency_samples,
-            "states": list(STATE_NAMES),
-            "network_states": list(NETWORK_STATES),
-            "initial_states": {k: v[0].tolist() for k, v in states.items() if k in ("erb_norm", "spec_norm")},
-            "model": model.config_dict(),
+            "format": FORMAT, "sample_rate": model.cfg.sample_rate, "hop": model.cfg.hop,
+            "delay_samples": (model.delay_frames + 1) * model.cfg.hop,
+            "latency_samples": model.cfg.n_fft + model.delay_frames * model.cfg.hop, "states": names,
+            "initial_states": {k: v.reshape(-1).tolist() for k, v in states.items() if v.abs().max() > 0},
+            "model": model.config_dict(), "licence": getattr(model, "metadata", {}).get("licence", ""),
         }
         onnx.helper.set_model_props(graph, {METADATA_KEY: json.dumps(meta)})
         onnx.save(graph, str(tmp))
@@ -95,50 +97,65 @@ def open_session(path: str | os.PathLike, num_threads: int = 1):
     return session, json.loads(raw)
 
 
-def open_stream(path: str | os.PathLike, num_threads: int = 1):
-    """The onnxruntime stream for any mal export (DFNet or DeepFilterNet)."""
-    from mal.export_dfn import FORMAT as DFN_FORMAT, DeepFilterNetOnnxStream
-
-    _, meta = open_session(path, num_threads)
-    if meta.get("format") == DFN_FORMAT:
-        return DeepFilterNetOnnxStream(path, num_threads)
-    return OnnxStream(path, num_threads)
-
-
-class OnnxStream(FrameStream):
-    """onnxruntime stream over an exported step: ``process(hop samples) -> hop samples``, ``flush()``."""
+class OnnxStream(HopStream):
+    """onnxruntime stream over an exported DeepFilterNet step: ``process(hop) -> hop``, ``flush()``."""
 
     def __init__(self, path: str | os.PathLike, num_threads: int = 1):
         self.session, meta = open_session(path, num_threads)
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: unsupported export format {meta.get('format')!r}, expected {FORMAT}")
         self.meta = meta
-        self.hop, self.lookahead, self.sample_rate = meta["hop"], meta["lookahead"], meta["sample_rate"]
+        self.hop, self.sample_rate = meta["hop"], meta["sample_rate"]
         self.delay_samples, self.latency_samples = meta["delay_samples"], meta["latency_samples"]
         self._names = meta["states"]
-        self._shapes = {i.name: i.shape for i in self.session.get_inputs()}
-        self._outputs = ["out", *(f"new_{name}" for name in self._names)]
-        self._valid = {1.0: np.ones(1, np.float32), 0.0: np.zeros(1, np.float32)}
-        super().__init__()
+        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        self._initial = {
+            n: np.asarray(meta["initial_states"].get(n, np.zeros(int(np.prod(shapes[n])))), np.float32).reshape(shapes[n])
+            for n in self._names
+        }
+        self._outputs = ["out", *(f"new_{n}" for n in self._names)]
+        self._bind()
+        self.reset()
 
-    def _initial_state(self, name: str) -> np.ndarray:
-        values = self.meta["initial_states"].get(name)
-        if values is not None:
-            return np.asarray(values, dtype=np.float32).reshape(self._shapes[name])
-        return np.zeros(self._shapes[name], dtype=np.float32)
+    def _bind(self) -> None:
+        """Two I/O bindings over fixed buffers, the states ping-ponging between them.
 
-    def _initial_states(self) -> list[np.ndarray]:
-        return [self._initial_state(name) for name in self._names]
+        Each hop then runs with ``run_with_iobinding`` on buffers bound once: no feed dict,
+        no new output arrays; the same computation, bitwise (tests/test_deepfilternet.py),
+        about 5 % less time per hop than ``session.run`` (measured, interleaved).
+        """
+        import onnxruntime as ort
 
-    def _step(self, frame: np.ndarray, valid: float) -> np.ndarray:
-        feed = {"frame": frame[None], "valid": self._valid[valid], **dict(zip(self._names, self._states))}
-        out, *self._states = self.session.run(self._outputs, feed)
-        return out[0]
+        self._frame = np.zeros((1, self.hop), np.float32)
+        self._out = np.zeros((1, self.hop), np.float32)
+        self._buffers = [[np.zeros_like(v) for v in self._initial.values()] for _ in range(2)]
+        frame, out = ort.OrtValue.ortvalue_from_numpy(self._frame), ort.OrtValue.ortvalue_from_numpy(self._out)
+        values = [[ort.OrtValue.ortvalue_from_numpy(b) for b in side] for side in self._buffers]
+        self._bindings = []
+        for k in range(2):  # binding k reads the states from side k and writes them to side 1 - k
+            binding = self.session.io_binding()
+            binding.bind_ortvalue_input("frame", frame)
+            binding.bind_ortvalue_output("out", out)
+            for name, read, write in zip(self._names, values[k], values[1 - k]):
+                binding.bind_ortvalue_input(name, read)
+                binding.bind_ortvalue_output(f"new_{name}", write)
+            self._bindings.append(binding)
 
-    def _reset_network_states(self) -> None:
-        for i, name in enumerate(self._names):
-            if name in self.meta["network_states"]:
-                self._states[i] = self._initial_state(name)
+    def _initial_state(self) -> int:
+        for buffer, value in zip(self._buffers[0], self._initial.values()):
+            buffer[...] = value
+        return 0  # the side that holds the current states
 
-    def _ola_tail(self) -> np.ndarray:
-        return self._states[self._names.index("ola")][0]
+    def _run(self, frame: np.ndarray) -> np.ndarray:
+        blocks = np.empty(len(frame), np.float32)
+        for i in range(0, len(frame), self.hop):  # the graph takes one hop
+            self._frame[0] = frame[i : i + self.hop]
+            self.session.run_with_iobinding(self._bindings[self._state])
+            self._state = 1 - self._state
+            blocks[i : i + self.hop] = self._out[0]
+        return blocks
+
+
+def open_stream(path: str | os.PathLike, num_threads: int = 1) -> OnnxStream:
+    """The onnxruntime stream of an exported model (``mal export``)."""
+    return OnnxStream(path, num_threads)

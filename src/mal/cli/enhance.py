@@ -51,7 +51,7 @@ def run(args) -> int:
     else:
         model = load_model(args.model, device=args.device)
         if args.streaming:
-            from mal.streaming import stream_for
+            from mal.stream import stream_for
 
             model = stream_for(model)
     result = enhance_files(model, args.inputs, args.output_dir, overwrite=args.overwrite, progress=not args.quiet,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="print a model's size, compute and latency")
-    p.add_argument("source", nargs="?", help="checkpoint (.ckpt / model file), YAML config, or preset name (dfnet_16k, dfnet_48k)")
+    p.add_argument("source", nargs="?", help="checkpoint (.ckpt / model file), YAML config, or preset name (deepfilternet_16k, deepfilternet2_arch)")
     p.add_argument("--list", action="store_true", help="list the pretrained models and presets (as `mal models`)")
     p.set_defaults(run=run)
 

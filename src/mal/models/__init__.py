@@ -1,7 +1,8 @@
 """Enhancement models and a registry to build them from config dicts.
 
-``build_model({"name": "dfnet", "sample_rate": 16000, ...})``; the name picks the class, the
-other keys are its config fields. ``preset: dfnet_48k`` starts from a named preset.
+``build_model({"name": "deepfilternet", "sample_rate": 16000, ...})``; the name picks the
+class, the other keys are its config fields. ``preset: deepfilternet_16k`` starts from a named
+preset (a config of the one DeepFilterNet family, or of Demucs).
 """
 
 from __future__ import annotations
@@ -9,21 +10,22 @@ from __future__ import annotations
 from dataclasses import fields
 
 from mal.models.base import EnhancementModel, Encoding, count_macs, count_parameters
-from mal.models.deepfilternet import DeepFilterNet, DeepFilterNetConfig, deepfilternet2, deepfilternet3
+from mal.models.deepfilternet import DeepFilterNet, DeepFilterNetConfig, deepfilternet2, deepfilternet3, deepfilternet_16k
 from mal.models.demucs import Demucs, DemucsConfig
-from mal.models.dfnet import DFNet, DFNetConfig, dfnet_48k
 
-MODELS: dict[str, tuple[type, type]] = {
-    "dfnet": (DFNet, DFNetConfig), "demucs": (Demucs, DemucsConfig), "deepfilternet": (DeepFilterNet, DeepFilterNetConfig),
-}
+MODELS: dict[str, tuple[type, type]] = {"demucs": (Demucs, DemucsConfig), "deepfilternet": (DeepFilterNet, DeepFilterNetConfig)}
 PRESETS = {
-    "dfnet_16k": ("dfnet", DFNetConfig),
-    "dfnet_48k": ("dfnet", dfnet_48k),
+    "deepfilternet_16k": ("deepfilternet", deepfilternet_16k),
     "demucs_16k": ("demucs", DemucsConfig),
-    # The public models' architectures (random weights; `--model deepfilternet3` loads the released ones).
+    # The public models' architectures (random weights; `--model deepfilternet3` loads the
+    # released ones). deepfilternet2_arch is the paper's 48 kHz network (2.31 M parameters).
     "deepfilternet2_arch": ("deepfilternet", deepfilternet2),
     "deepfilternet3_arch": ("deepfilternet", deepfilternet3),
 }
+# mal < 0.2 had a second, hand-made DeepFilterNet ("dfnet"); its checkpoints cannot be loaded.
+REMOVED = {"dfnet": "the DFNet network was replaced by DeepFilterNet presets: retrain with `mal train` "
+                    "(model preset deepfilternet_16k) or fine-tune a public model (`mal finetune --from deepfilternet3`)"}
+REMOVED_PRESETS = {"dfnet_16k": "deepfilternet_16k", "dfnet_48k": "deepfilternet2_arch"}
 
 
 def register_model(name: str, model_cls: type, config_cls: type) -> None:
@@ -36,13 +38,17 @@ def build_model(spec: dict) -> EnhancementModel:
     spec = dict(spec)
     preset = spec.pop("preset", None)
     name = spec.pop("name", None)
+    if preset in REMOVED_PRESETS:
+        raise ValueError(f"model.preset: {preset!r} was removed with the DFNet network; use {REMOVED_PRESETS[preset]!r}")
+    if name in REMOVED:
+        raise ValueError(f"model {name!r}: {REMOVED[name]}")
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"model.preset: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         name, make = PRESETS[preset]
         base = make()
     else:
-        name = name or "dfnet"
+        name = name or "deepfilternet"
         base = None
     if name not in MODELS:
         raise ValueError(f"model.name: unknown model {name!r}; choose from {sorted(MODELS)}")
@@ -64,6 +70,6 @@ def model_spec(model: EnhancementModel) -> dict:
 
 
 __all__ = [
-    "DFNet", "DFNetConfig", "DeepFilterNet", "DeepFilterNetConfig", "Demucs", "DemucsConfig", "EnhancementModel", "PRESETS", "Encoding", "build_model", "count_macs",
-    "count_parameters", "dfnet_48k", "model_spec", "register_model",
+    "DeepFilterNet", "DeepFilterNetConfig", "Demucs", "DemucsConfig", "EnhancementModel", "PRESETS", "Encoding", "build_model", "count_macs",
+    "count_parameters", "deepfilternet_16k", "model_spec", "register_model",
 ]

@@ -2,17 +2,14 @@
 
 Same layers, same weights and same processing as the official release, so that weights
 imported from the official ONNX graphs (:mod:`mal.pretrained.dfn_import`) give the official
-outputs. Differences to mal's own :class:`~mal.models.dfnet.DFNet` (checked against the
-graphs): the spectrum is scaled by ``2 hop / n_fft^2`` before the features (libDF), the
-normalisation decay is rounded (0.99), the bottleneck is a "squeezed" GRU (grouped linear in
--> GRU -> grouped linear out), pathway convs are depthwise, and the deep filter has no
-identity residual.
+outputs. One family: the public models and mal's own small 16 kHz preset
+(:func:`deepfilternet_16k`, trained from scratch) are configs of :class:`DeepFilterNet`.
 
 **One definition for offline and streaming.** Every stateful part (STFT memory, feature
 normalisation, causal convs, GRUs, the deep-filter history, overlap-add) runs through
 :meth:`DeepFilterNet.frames` on a block of any number of hops with explicit state in and
 out. Offline enhancement is one call over the whole (padded) signal from the initial state;
-:class:`DeepFilterNetStream` calls it once per hop. The network sees every input frame, as
+:class:`mal.stream.TorchStream` calls it once per block. The network sees every input frame, as
 DeepFilterNet's C runtime does, and network frame ``s`` (which has seen the features of
 frame ``s``) decides spectral frame ``s - conv_lookahead``.
 
@@ -31,7 +28,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -76,6 +72,11 @@ class DeepFilterNetConfig:
     lsnr_max_df_db: float = 35.0
     atten_lim_db: float | None = None  # mix the noisy input back in (C runtime's option)
     freeze_bn: bool = True  # BatchNorm statistics stay as imported
+    # Beyond DeepFilterNet, for training from scratch: the deep filter is a residual around the
+    # identity filter (tap on the current frame = 1) and its learned part starts at zero, so an
+    # untrained deep filter passes the low band through instead of scrambling its phase (early
+    # training is far faster on CPU budgets).
+    df_identity: bool = False
 
     def __post_init__(self):
         if self.variant not in ("dfn2", "dfn3"):
@@ -95,6 +96,19 @@ class DeepFilterNetConfig:
 def deepfilternet3() -> DeepFilterNetConfig:
     """DeepFilterNet3 as released (``config.ini`` of ``DeepFilterNet3_onnx.tar.gz``)."""
     return DeepFilterNetConfig()
+
+
+def deepfilternet_16k() -> DeepFilterNetConfig:
+    """mal's small 16 kHz DeepFilterNet3-style network, trained from scratch on a CPU.
+
+    The model of ``make demo`` and ``make paper``: 20 ms window, 10 ms hop, deep filter on
+    the lowest 64 bins (3.2 kHz), one GRU layer in the encoder and one in the ERB decoder;
+    BatchNorm trains, no local-SNR gate (its head is not trained from scratch).
+    """
+    return DeepFilterNetConfig(
+        sample_rate=16000, n_fft=320, hop=160, n_erb=32, n_df=64, conv_ch=24, emb_hidden=96, emb_layers=2,
+        enc_lin_groups=8, lin_groups=8, df_gru_groups=8, df_hidden=96, lsnr_gate=False, freeze_bn=False, df_identity=True,
+    )
 
 
 def deepfilternet2() -> DeepFilterNetConfig:
@@ -335,6 +349,13 @@ class DfDecoder(nn.Module):
         self.df_skip = GroupedLinear(emb_dim, cfg.df_hidden, cfg.lin_groups, bias=False) if cfg.df_skip else None
         self.df_convp = ConvBlock(cfg.conv_ch, 2 * cfg.df_order, (cfg.df_pathway_kernel, 1))
         self.df_out = GroupedLinear(cfg.df_hidden, cfg.n_df * cfg.df_order * 2, cfg.lin_groups, bias=False)
+        self.register_buffer("identity", None, persistent=False)
+        if cfg.df_identity:  # see DeepFilterNetConfig.df_identity
+            nn.init.zeros_(self.df_out.weight)
+            nn.init.zeros_(self.df_convp.layers[-2].weight)  # BatchNorm scale of the pathway conv
+            identity = torch.zeros(cfg.df_order, 2)
+            identity[cfg.df_order - 1 - cfg.df_lookahead, 0] = 1.0  # tap n reads frame t - (order-1-la) + n
+            self.identity = identity.flatten()
 
     def forward(self, x: dict[str, Tensor], h: Tensor | None, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         b, t, _ = x["emb"].shape
@@ -343,6 +364,8 @@ class DfDecoder(nn.Module):
             c = c + self.df_skip(x["emb"])
         c0, context = self.df_convp(x["c0"], context)
         coefs = torch.tanh(self.df_out(c)).view(b, t, self.cfg.n_df, -1) + c0.permute(0, 2, 3, 1)
+        if self.identity is not None:
+            coefs = coefs + self.identity
         return coefs.view(b, t, self.cfg.n_df, self.cfg.df_order, 2), h, context
 
 
@@ -350,7 +373,7 @@ class DeepFilterNet(EnhancementModel):
     """DeepFilterNet2 / DeepFilterNet3; see the module docstring."""
 
     # Offline file enhancement may run the exact offline computation block by block with the
-    # state carried over (:meth:`frames`, via :func:`mal.streaming.stream_for`): no chunk seams.
+    # state carried over (:meth:`frames`, via :func:`mal.stream.stream_for`): no chunk seams.
     block_streaming = True
 
     def __init__(self, cfg: DeepFilterNetConfig | None = None, **overrides):
@@ -510,69 +533,3 @@ class DeepFilterNet(EnhancementModel):
         if spec["erb_widths"] is not None:
             spec["erb_widths"] = list(spec["erb_widths"])
         return spec
-
-
-class HopStream:
-    """The stream protocol of the DeepFilterNet runners: ``process(hops)``, ``flush()``, ``reset()``.
-
-    Output is the offline output delayed by ``delay_samples``; ``flush()`` feeds that many
-    zeros and returns the rest. Subclasses give ``_initial_state()`` and ``_run(block)``.
-    """
-
-    hop: int
-    delay_samples: int
-
-    def reset(self) -> None:
-        """Start a new signal."""
-        self._state = self._initial_state()
-        self._steps = 0
-
-    def process(self, frame) -> np.ndarray:
-        """Enhance the next block (a multiple of ``hop`` samples)."""
-        frame = np.asarray(frame, dtype=np.float32).reshape(-1)
-        if len(frame) % self.hop:
-            raise ValueError(f"process() takes a multiple of hop={self.hop} samples, got {len(frame)}")
-        if not len(frame):
-            return np.zeros(0, dtype=np.float32)
-        self._steps += len(frame) // self.hop
-        return self._run(frame)
-
-    def flush(self) -> np.ndarray:
-        """End the signal: the last ``delay_samples`` of output; the stream restarts."""
-        if self._steps == 0:
-            return np.zeros(0, dtype=np.float32)
-        tail = self.process(np.zeros(self.delay_samples, dtype=np.float32))
-        self.reset()
-        return tail
-
-    def _initial_state(self):
-        raise NotImplementedError
-
-    def _run(self, frame: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-class DeepFilterNetStream(HopStream):
-    """Real-time stream over a :class:`DeepFilterNet` in eval mode: ``process(hop) -> hop``.
-
-    The same computation as offline (:meth:`DeepFilterNet.frames`), one call per block.
-    """
-
-    def __init__(self, model: DeepFilterNet):
-        if model.training:
-            raise ValueError("streaming runs the model in eval mode: call model.eval() first")
-        self.model = model
-        cfg = model.cfg
-        self.hop, self.sample_rate = cfg.hop, cfg.sample_rate
-        self.delay_samples = (model.delay_frames + 1) * cfg.hop
-        self.latency_samples = cfg.n_fft + model.delay_frames * cfg.hop
-        self.device = next(model.parameters()).device
-        self.reset()
-
-    def _initial_state(self) -> dict[str, Tensor]:
-        return self.model.initial_state(1, self.device)
-
-    @torch.inference_mode()
-    def _run(self, frame: np.ndarray) -> np.ndarray:
-        out, self._state = self.model.frames(torch.from_numpy(frame).to(self.device)[None], self._state)
-        return out[0].cpu().numpy()
