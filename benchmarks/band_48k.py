@@ -22,8 +22,8 @@ import soundfile as sf
 import torch
 
 from mal.audio import resample
-from mal.dsp import band_energy_db as high_band_db
-from mal.public_models import load_public
+from mal.audio.dsp import band_energy_db as high_band_db
+from mal.models.public import load_public
 
 REPO = Path(__file__).resolve().parents[1]
 

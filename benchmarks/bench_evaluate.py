@@ -92,7 +92,7 @@ def main() -> int:
         entry["speedup_vs_first"] = round(reference["wall_s"] / entry["wall_s"] * entry["files"] / reference["files"], 2)
         entry["max_rel_diff_vs_first"] = _max_rel_diff(rows[(reference["code"], reference["jobs"])],
                                                        rows[(entry["code"], entry["jobs"])])
-    from mal.report import write_json
+    from mal.reports.tables import write_json
 
     first = results[0]
     write_json(args.out, {"benchmark": "mal evaluate scoring throughput", "metric_groups": first["groups"],
@@ -119,8 +119,8 @@ def _measure(spec: dict) -> int:
     start = time.perf_counter()
     import soundfile as sf
 
-    from mal.metrics import parse_groups
-    from mal.metrics.runner import ScoreOptions, check_groups, pair_jobs, run_jobs
+    from mal.evaluation.metrics import parse_groups
+    from mal.evaluation.metrics.runner import ScoreOptions, check_groups, pair_jobs, run_jobs
 
     data = Path(spec["data"])
     jobs, _ = pair_jobs("Noisy", data / "noisy", data / "clean")

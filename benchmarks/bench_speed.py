@@ -37,15 +37,15 @@ import numpy as np
 import torch
 
 from mal.audio import resample
-from mal.enhance import enhance_array
-from mal.export import OnnxStream, export_onnx, open_stream
+from mal.inference import enhance_array
+from mal.inference.export import OnnxStream, export_onnx, open_stream
 from mal.models import build_model
-from mal.peers import DeepFilterNet3
-from mal.public_models import load_public
-from mal.streaming import DFNetStream, stream_for
+from mal.evaluation.peers import DeepFilterNet3
+from mal.models.public import load_public
+from mal.inference import TorchStream, stream_for
 
 REPO = Path(__file__).resolve().parents[1]
-PRESETS = {"dfnet_16k": 16000, "dfnet_48k": 48000}
+PRESETS = {"deepfilternet_16k": 16000, "deepfilternet2_arch": 48000}
 DATA = Path(os.environ.get("MAL_SHARED_DATA", REPO.parent / "shared" / "data"))
 LOAD_AT_START = [round(v, 2) for v in os.getloadavg()]  # the machine may be shared
 
@@ -166,7 +166,7 @@ def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 torch.set_num_threads({threads})
-from mal.enhance import enhance_files, load_model
+from mal.inference import enhance_files, load_model
 model = load_model("{model}")
 base = peak_mb()
 t = time.perf_counter()
@@ -180,8 +180,8 @@ print(json.dumps({{"before_enhance_mb": base, "peak_mb": peak_mb(), "seconds": s
 FILES_SCRIPT = """
 import json, sys, time, torch
 torch.set_num_threads({threads})
-from mal.batch import enhance_files
-from mal.enhance import load_model
+from mal.inference.batch import enhance_files
+from mal.inference import load_model
 model = load_model("deepfilternet3")
 t = time.perf_counter()
 result = enhance_files(model, sys.argv[2:], sys.argv[1], progress=False, jobs={jobs})
@@ -249,7 +249,7 @@ def files_rows(dfn3, files: list[Path]) -> list[dict]:
             if done.returncode:
                 raise RuntimeError(f"folder measurement failed:\n{done.stderr[-2000:]}")
             run.seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
-        return run, f"mal.batch.enhance_files in a fresh process (mal enhance --model deepfilternet3 --threads {threads} --jobs {jobs})"
+        return run, f"mal.inference.batch.enhance_files in a fresh process (mal enhance --model deepfilternet3 --threads {threads} --jobs {jobs})"
 
     configs = [(None, (runtime, "DeepFilterNet3().enhance per file (C runtime, soxr resampling 16->48->16 kHz)"))]
     configs += [((threads, jobs), mal(threads, jobs)) for threads, jobs in ((1, 1), (2, 1), (1, 2))]
@@ -294,7 +294,7 @@ def run(seconds: float, stream_seconds: float, memory_hours: float, thread_count
             x = audio[rate][0]
             for mode, measure in (
                 ("offline PyTorch", lambda: time_offline(models[preset], x)),
-                ("streaming PyTorch", lambda: time_frames(DFNetStream(models[preset]), x[: int(stream_seconds * rate)], rate)),
+                ("streaming PyTorch", lambda: time_frames(TorchStream(models[preset]), x[: int(stream_seconds * rate)], rate)),
                 ("streaming ONNX", lambda: time_frames(OnnxStream(onnx_paths[preset], num_threads=threads), x, rate)),
             ):
                 result = measure()

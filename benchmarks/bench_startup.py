@@ -33,7 +33,7 @@ def commands(scratch: Path) -> dict[str, list[str]]:
         "mal enhance (missing -o)": ["enhance", "x.wav"],
         "mal enhance in -o in (refused)": ["enhance", str(folder), "-o", str(folder)],
         "mal train (missing data folder)": ["train", "--config", "configs/baseline.yaml", "--data", str(scratch / "none")],
-        "mal info dfnet_16k": ["info", "dfnet_16k"],
+        "mal info deepfilternet_16k": ["info", "deepfilternet_16k"],
         "mal models": ["models"],
     }
 

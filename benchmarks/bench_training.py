@@ -1,12 +1,12 @@
 """Training-step time per loss: baseline-continued, each MAL variant, the WavLM loss and the
 external-network losses (the public DeepFilterNet3's encoder, NISQA v2's CNN / self-attention).
 
-Same model (16 kHz DFNet), same batch, same process, at 1 and 2 threads. The WavLM loss uses
+Same model (the 16 kHz DeepFilterNet preset deepfilternet_16k), same batch, same process, at 1 and 2 threads. The WavLM loss uses
 a randomly initialised WavLM-Base-sized network (94 M parameters; the weights don't change
 the cost). An external loss whose network is not here (no NISQA weights) is left out and
 named under "not_run". Writes benchmarks/results_training.json and prints a table.
 
-    python benchmarks/bench_training.py [--steps 6] [--batch 8] [--seconds 2]
+    python benchmarks/bench_training.py [--steps 30] [--passes 2] [--threads 1 2] [--only mal-frozen ...]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from mal.config import load_config
+from mal.training.config import load_config
 from mal.losses import wavlm_base_random
 from mal.training import EnhancementTask
 
@@ -41,25 +41,39 @@ def make_task(variant: str) -> EnhancementTask:
     return task
 
 
-def step_time(task: EnhancementTask, noisy: torch.Tensor, clean: torch.Tensor, steps: int) -> float:
-    """Median seconds of forward + losses + backward + AdamW step."""
-    params = [p for p in task.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        loss, _, _ = task.compute_losses(noisy, clean)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i:  # the first step warms up allocators
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def one_step(task: EnhancementTask, opt: torch.optim.Optimizer, noisy: torch.Tensor, clean: torch.Tensor) -> float:
+    """Seconds of one forward + losses + backward + AdamW step."""
+    t0 = time.perf_counter()
+    loss, _, _ = task.compute_losses(noisy, clean)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - t0
+
+
+def step_times(variants: list[str], noisy: torch.Tensor, clean: torch.Tensor, steps: int) -> dict[str, float]:
+    """Median step seconds per variant, the variants taking turns step by step.
+
+    Taking turns puts every variant under the same load when the machine is shared (a
+    background job slows all of them alike), so their ratios hold even when seconds drift.
+    """
+    tasks = {v: make_task(v).train() for v in variants}
+    opts = {v: torch.optim.AdamW([p for p in t.model.parameters() if p.requires_grad], lr=1e-4) for v, t in tasks.items()}
+    for v in variants:  # the first step warms up allocators
+        one_step(tasks[v], opts[v], noisy, clean)
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(steps):
+        for v in variants:
+            times[v].append(one_step(tasks[v], opts[v], noisy, clean))
+    return {v: statistics.median(t) for v, t in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=30, help="steps per variant and pass (variants take turns)")
+    parser.add_argument("--passes", type=int, default=2, help="independent passes; the ratios of each are kept")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--only", nargs="+", help="measure only these variants (baseline-continued always)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results_training.json")))
@@ -69,7 +83,7 @@ def main() -> None:
     clean = 0.1 * torch.randn(args.batch, n)
     noisy = clean + 0.05 * torch.randn(args.batch, n)
     results = {"date": str(date.today()), "machine": platform.processor() or platform.machine(),
-               "batch": args.batch, "seconds": args.seconds, "steps": args.steps, "threads": {}, "not_run": {}}
+               "batch": args.batch, "seconds": args.seconds, "steps": args.steps, "passes": args.passes, "threads": {}, "not_run": {}}
     variants = list(VARIANTS)
     for name in EXTERNAL:
         try:
@@ -77,34 +91,39 @@ def main() -> None:
             variants.append(name)
         except (FileNotFoundError, ImportError) as err:
             results["not_run"][name] = str(err)
-    for threads in (1, 2):
+    if args.only:
+        variants = ["baseline-continued", *[v for v in variants if v in args.only and v != "baseline-continued"]]
+    for threads in args.threads:
         torch.set_num_threads(threads)
-        row = {}
-        for variant in variants:
-            task = make_task(variant)
-            task.train()
-            row[variant] = step_time(task, noisy, clean, args.steps)
+        passes = [step_times(variants, noisy, clean, args.steps) for _ in range(args.passes)]
+        row = {v: statistics.median(p[v] for p in passes) for v in variants}
         base = row["baseline-continued"]
         results["threads"][threads] = {
+            "passes_ratio_to_baseline": [{k: p[k] / p["baseline-continued"] for k in variants} for p in passes],
             "step_seconds": row,
             "ratio_to_baseline": {k: v / base for k, v in row.items()},
-            "wavlm_over_mal": {k: row["wavlm"] / v for k, v in row.items() if k.startswith("mal")},
-            "over_mal_frozen": {k: v / row["mal-frozen"] for k, v in row.items() if k in EXTERNAL or k == "wavlm"},
+            "wavlm_over_mal": {k: row["wavlm"] / v for k, v in row.items() if k.startswith("mal") and "wavlm" in row},
+            "over_mal_frozen": {k: v / row["mal-frozen"] for k, v in row.items() if (k in EXTERNAL or k == "wavlm") and "mal-frozen" in row},
             "audio_seconds_per_second": {k: args.batch * args.seconds / v for k, v in row.items()},
         }
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    print(f"training step, batch {args.batch} x {args.seconds:g} s at 16 kHz (median of {args.steps})")
-    print(f"{'loss':<20}" + "".join(f"{f'{t} thr (s)':>12}{'x base':>8}" for t in (1, 2)))
+    print(f"training step, batch {args.batch} x {args.seconds:g} s at 16 kHz (median of {args.passes} x {args.steps}, taking turns)")
+    print(f"{'loss':<20}" + "".join(f"{f'{t} thr (s)':>12}{'x base':>8}" for t in args.threads))
     for variant in variants:
         cells = "".join(
             f"{results['threads'][t]['step_seconds'][variant]:>12.3f}{results['threads'][t]['ratio_to_baseline'][variant]:>8.2f}"
-            for t in (1, 2))
+            for t in args.threads)
         print(f"{variant:<20}{cells}")
-    for t in (1, 2):
+    for t in args.threads:
+        print(f"{t} thread(s): ratio to baseline in each pass: " + "; ".join(
+            ", ".join(f"{k} {v:.2f}" for k, v in p.items() if k != "baseline-continued")
+            for p in results["threads"][t]["passes_ratio_to_baseline"]))
         cheaper = results["threads"][t]["wavlm_over_mal"]
-        print(f"{t} thread(s): the WavLM loss step costs " + ", ".join(f"{v:.1f}x {k}" for k, v in cheaper.items()))
+        if cheaper:
+            print(f"{t} thread(s): the WavLM loss step costs " + ", ".join(f"{v:.1f}x {k}" for k, v in cheaper.items()))
         external = results["threads"][t]["over_mal_frozen"]
-        print(f"{t} thread(s): step cost over mal-frozen: " + ", ".join(f"{k} {v:.2f}x" for k, v in external.items()))
+        if external:
+            print(f"{t} thread(s): step cost over mal-frozen: " + ", ".join(f"{k} {v:.2f}x" for k, v in external.items()))
     for name, why in results["not_run"].items():
         print(f"not run: {name}: {why}")
 

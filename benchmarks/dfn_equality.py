@@ -19,8 +19,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from mal.enhance import enhance_files, load_model
-from mal.peers import DeepFilterNet3
+from mal.inference import enhance_files, load_model
+from mal.evaluation.peers import DeepFilterNet3
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -34,7 +34,7 @@ CONV_FLOP_PER_FRAME = 161 * 9 * (128 + 128 * 64 + 64 * 64 + 64 * 32) * 2
 
 
 def _jobs(files: int):
-    from mal.metrics import runner
+    from mal.evaluation.metrics import runner
 
     jobs, _ = runner.pair_jobs("noisy", str(DATA / "noisy"), str(DATA / "clean"))
     return jobs[:files] if files else jobs
@@ -44,8 +44,8 @@ def two_workers(files: int) -> dict:
     """``run_jobs(n_jobs=2)`` with each unit's time in its worker."""
     import concurrent.futures.process as process
 
-    from mal.metrics import runner
-    from mal.metrics.runner import ScoreOptions
+    from mal.evaluation.metrics import runner
+    from mal.evaluation.metrics.runner import ScoreOptions
 
     start, units = time.perf_counter(), []
     submit = process.ProcessPoolExecutor.submit
@@ -75,8 +75,8 @@ def two_workers(files: int) -> dict:
 
 def one_family(groups: tuple[str, ...], files: int) -> dict:
     """One process scoring ``groups``: start-up (to the first file's result) and time per file after."""
-    from mal.metrics import runner
-    from mal.metrics.runner import ScoreOptions
+    from mal.evaluation.metrics import runner
+    from mal.evaluation.metrics.runner import ScoreOptions
 
     jobs, options = _jobs(files), ScoreOptions(groups, WEIGHTS, "none")
     start = time.perf_counter()
@@ -91,7 +91,7 @@ def dnsmos_sessions(files: int) -> dict:
     """Per file: each DNSMOS session's time, and the convolutions' frames and GFLOP/s."""
     import soundfile as sf
 
-    from mal.metrics.dnsmos import DnsmosScorer
+    from mal.evaluation.metrics.dnsmos import DnsmosScorer
 
     scorer = DnsmosScorer()
     if scorer._parts is None:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from mal.batch import _init_worker, enhance_files, worker_start_method
-from mal.public_models import load_public
+from mal.inference.batch import _init_worker, enhance_files, worker_start_method
+from mal.models.public import load_public
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MAL_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -113,10 +113,10 @@ def main() -> int:
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results_profile_stream.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from mal.export import export_onnx, open_stream
+    from mal.inference.export import export_onnx, open_stream
     from mal.models.deepfilternet import SqueezedGRU
-    from mal.peers import DeepFilterNet3
-    from mal.public_models import load_public
+    from mal.evaluation.peers import DeepFilterNet3
+    from mal.models.public import load_public
 
     x, source = test_audio(args.seconds, 48000)
     model = load_public("deepfilternet3")

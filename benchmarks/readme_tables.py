@@ -14,8 +14,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 NAMES = {"DeepFilterNet3 (C runtime)": "DeepFilterNet3, C runtime", "deepfilternet3 (mal)": "DeepFilterNet3 in mal",
-         "dfnet_16k": "mal dfnet_16k", "dfnet_48k": "mal dfnet_48k"}
-ORDER = ["DeepFilterNet3 (C runtime)", "deepfilternet3 (mal)", "dfnet_16k", "dfnet_48k"]
+         "deepfilternet_16k": "mal deepfilternet_16k", "deepfilternet2_arch": "mal deepfilternet2_arch"}
+ORDER = ["DeepFilterNet3 (C runtime)", "deepfilternet3 (mal)", "deepfilternet_16k", "deepfilternet2_arch"]
 MODES = ["streaming", "streaming ONNX", "offline PyTorch", "streaming PyTorch"]  # row order per system
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from mal.cli import main
-from mal.pages.browser import Browser, unavailable
+from mal.reports.pages.browser import Browser, unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "vbd-test"

@@ -71,7 +71,7 @@ def make_in_domain_test(split_file: Path, data: Path, out: Path, n_clips: int, s
 def run_dfn3(noisy_dir: Path, out_dir: Path) -> None:
     """DeepFilterNet3 on every file of ``noisy_dir`` (same names, rates, lengths)."""
     from mal.audio import list_audio, read_audio, write_audio
-    from mal.peers import DeepFilterNet3
+    from mal.evaluation.peers import DeepFilterNet3
 
     dfn3 = DeepFilterNet3()
     for path in list_audio(noisy_dir):
@@ -98,7 +98,7 @@ def paired(out: Path, test_set: str, systems: list[str], reference: str, metrics
     """``{system: {metric: paired test}}`` of ``systems`` against ``reference`` on one set, from
     its per_file.csv: paired by file, Wilcoxon p Benjamini-Hochberg adjusted over ``systems`` per
     metric (as ``mal compare`` does against its own reference). Empty when the set is missing."""
-    from mal.metrics.stats import compare_to_reference
+    from mal.evaluation.metrics.stats import compare_to_reference
 
     if not (out / test_set / "per_file.csv").is_file():
         return {}

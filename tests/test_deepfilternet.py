@@ -17,8 +17,8 @@ import soundfile as sf
 import torch
 
 from mal.cli import main
-from mal.config import load_config
-from mal.public_models import ReleaseError, dfn3_release, import_dfn, read_release
+from mal.training.config import load_config
+from mal.models.public import ReleaseError, dfn3_release, import_dfn, read_release
 
 DFN2_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "deepfilternet2"
 
@@ -117,7 +117,7 @@ def test_enhance_equals_the_c_runtime_on_every_vbd_file(shared_data, vbd_dfn3_ru
 
 @pytest.mark.parametrize("name", ["dfn3", "dfn2"])
 def test_streaming_equals_offline(name, request):
-    from mal.streaming import run_stream, stream_for
+    from mal.inference import run_stream, stream_for
 
     model = request.getfixturevalue(name)
     rng = np.random.default_rng(0)
@@ -133,7 +133,7 @@ def test_streaming_equals_offline(name, request):
 def test_file_enhancement_runs_fixed_blocks_and_equals_the_whole_signal(dfn3, tmp_path, monkeypatch):
     """mal enhance's DeepFilterNet path: blocks of BLOCK_SECONDS through the stream (bounded
     memory whatever the length), output equal to one whole-signal call, any rate, any channels."""
-    from mal import enhance
+    from mal.inference import enhance
     from mal.audio import resample
 
     monkeypatch.setattr(enhance, "BLOCK_SECONDS", 0.5)
@@ -198,7 +198,7 @@ def _validate(cfg: dict, model) -> dict:
 
 @pytest.mark.parametrize("variant", ["baseline-continued", "mal-frozen-fe", "mal-frozen", "mal-dynamic"])
 def test_finetune_from_deepfilternet3(variant, toy_data, tmp_path, dfn3):
-    from mal.enhance import load_model
+    from mal.inference import load_model
     from mal.training import finetune
 
     cfg = load_config(None, [f"output_dir={tmp_path}", f"data.root={toy_data}", *TINY_FT, f"finetune.variant={variant}"])
@@ -256,8 +256,8 @@ def test_importer_bad_inputs_give_one_line_errors(release_graphs, tmp_path, caps
 
 @pytest.mark.parametrize("name", ["deepfilternet3", "deepfilternet2"])
 def test_exported_onnx_step_equals_pytorch(name, request, tmp_path):
-    from mal.export import open_stream
-    from mal.streaming import run_stream, stream_for
+    from mal.inference.export import open_stream
+    from mal.inference import run_stream, stream_for
 
     model = request.getfixturevalue("dfn3" if name == "deepfilternet3" else "dfn2")
     path = tmp_path / f"{name}.onnx"
@@ -318,7 +318,7 @@ def test_output_stage_keeps_only_the_history_its_outputs_read():
 
 @pytest.mark.parametrize("n_fft", [960, 320])
 def test_factored_dft_equals_torch_fft(n_fft):
-    from mal.dsp import FactoredDFT, vorbis_window
+    from mal.audio.dsp import FactoredDFT, vorbis_window
 
     window = vorbis_window(n_fft)
     dft = FactoredDFT(window)

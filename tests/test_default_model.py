@@ -7,10 +7,10 @@ import pytest
 
 from mal.audio import list_audio, read_audio
 from mal.cli import main
-from mal.enhance import DEFAULT_MODEL, DEFAULT_POINTER, default_public_name, load_model
-from mal.metrics.dnsmos import dnsmos
-from mal.metrics.intrusive import wb_pesq
-from mal.public_models import LICENCE, PUBLIC_MODELS
+from mal.models.store import DEFAULT_MODEL, DEFAULT_POINTER, default_public_name, load_model
+from mal.evaluation.metrics.dnsmos import dnsmos
+from mal.evaluation.metrics.intrusive import wb_pesq
+from mal.models.public import LICENCE, PUBLIC_MODELS
 
 
 def test_default_model_is_shipped_with_its_licence():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("espeakng_loader")
-from mal import demo_audio  # noqa: E402
-from mal.demo_audio import NOISE_NAMES, demo_noises, demo_speech, synthesize  # noqa: E402
+from mal.data import synthetic as demo_audio  # noqa: E402
+from mal.data.synthetic import NOISE_NAMES, demo_noises, demo_speech, synthesize  # noqa: E402
 
 TEXT = "The birch canoe slid on the smooth planks, near the quiet harbour."
 

@@ -5,10 +5,10 @@ import torch
 
 from mal.audio import read_audio
 from mal.cli import main
-from mal.enhance import enhance_array, enhance_files, load_model, save_model
+from mal.inference import enhance_array, enhance_files, load_model, save_model
 from mal.models import build_model
 
-TINY = {"preset": "dfnet_16k", "conv_ch": 8, "emb_dim": 32, "df_hidden": 32}
+TINY = {"preset": "deepfilternet_16k", "conv_ch": 8, "emb_hidden": 32, "df_hidden": 32}
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""ONNX export of the streaming step: onnxruntime output equals PyTorch streaming and offline."""
+"""ONNX export of the streaming step: onnxruntime output equals PyTorch streaming and offline
+for every DeepFilterNet preset (the public models' exports: tests/test_deepfilternet.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ import pytest
 import torch
 
 from mal.cli import main
-from mal.enhance import save_model
-from mal.export import METADATA_KEY, OnnxStream, export_onnx
-from mal.models import DFNet, build_model
-from mal.streaming import DFNetStream, run_stream
+from mal.inference import TorchStream, run_stream, save_model
+from mal.inference.export import METADATA_KEY, OnnxStream, export_onnx
+from mal.models import DeepFilterNet, build_model
 
 from conftest import eval_model  # noqa: E402
 
@@ -27,39 +27,40 @@ def noisy_tone(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
     return (0.2 * tone + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
 
 
-def offline(model: DFNet, x: np.ndarray) -> np.ndarray:
+def offline(model: DeepFilterNet, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return model(torch.from_numpy(x)[None])[0].numpy()
 
 
 @pytest.fixture(scope="module")
-def model16() -> DFNet:
-    return eval_model("dfnet_16k")
+def model16() -> DeepFilterNet:
+    return eval_model("deepfilternet_16k")
 
 
 @pytest.fixture(scope="module")
 def onnx16(model16, tmp_path_factory):
-    return export_onnx(model16, tmp_path_factory.mktemp("onnx") / "dfnet16.onnx")
+    return export_onnx(model16, tmp_path_factory.mktemp("onnx") / "small16.onnx")
 
 
 def test_onnx_equals_pytorch_streaming_16k(model16, onnx16):
     x = noisy_tone(2.0, 16000)[:-55]
-    torch_out = run_stream(DFNetStream(model16), x)
+    torch_out = run_stream(TorchStream(model16), x)
     onnx_out = run_stream(OnnxStream(onnx16), x)
     assert np.abs(torch_out).max() > 0.05
     assert np.abs(onnx_out - torch_out).max() < TOL
     assert np.abs(onnx_out - offline(model16, x)).max() < TOL
 
 
-def test_onnx_equals_pytorch_streaming_48k(tmp_path):
-    model = eval_model("dfnet_48k", seed=2)
-    path = export_onnx(model, tmp_path / "dfnet48.onnx")
+@pytest.mark.parametrize("preset", ["deepfilternet2_arch", "deepfilternet3_arch"])
+def test_onnx_equals_pytorch_streaming_48k(preset, tmp_path):
+    model = eval_model(preset, seed=2)
+    path = export_onnx(model, tmp_path / f"{preset}.onnx")
     x = noisy_tone(0.3, 48000, seed=2)
-    assert np.abs(run_stream(OnnxStream(path), x) - run_stream(DFNetStream(model), x)).max() < TOL
+    assert np.abs(run_stream(OnnxStream(path), x) - run_stream(TorchStream(model), x)).max() < TOL
 
 
 def test_onnx_stream_api_matches_torch_stream(model16, onnx16):
-    onnx_stream, torch_stream = OnnxStream(onnx16, num_threads=2), DFNetStream(model16)
+    onnx_stream, torch_stream = OnnxStream(onnx16, num_threads=2), TorchStream(model16)
     assert (onnx_stream.hop, onnx_stream.sample_rate) == (160, 16000)
     assert onnx_stream.latency_samples == torch_stream.latency_samples == 640
     assert onnx_stream.delay_samples == torch_stream.delay_samples
@@ -76,7 +77,7 @@ def test_graph_is_one_step_with_state_in_and_out(model16, onnx16):
     inputs = [i.name for i in graph.graph.input]
     outputs = [o.name for o in graph.graph.output]
     meta = json.loads({p.key: p.value for p in graph.metadata_props}[METADATA_KEY])
-    assert inputs == ["frame", "valid", *meta["states"]]
+    assert inputs == ["frame", *meta["states"]]
     assert outputs == ["out", *(f"new_{name}" for name in meta["states"])]
     frame_dims = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
     assert frame_dims == [1, model16.cfg.hop]
@@ -95,8 +96,8 @@ def test_export_is_atomic_and_leaves_model_alone(model16, tmp_path):
     assert OnnxStream(path).hop == 160
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary left behind
 
-    with pytest.raises(ValueError, match="hop = n_fft / 2"):
-        export_onnx(build_model({"n_fft": 320, "hop": 80}), tmp_path / "bad.onnx")
+    with pytest.raises(ValueError, match="DeepFilterNet-family"):
+        export_onnx(build_model({"preset": "demucs_16k"}), tmp_path / "bad.onnx")
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
 
 

@@ -8,18 +8,18 @@ import soundfile as sf
 import torch
 
 from mal.audio import normalize_active_level, write_audio
-from mal.config import load_config
+from mal.training.config import load_config
 from mal.losses import DeepFilterNetFeatureLoss, Resample
 from mal.models import build_model
-from mal.variants import describe_training, loss_weights
+from mal.training.variants import describe_training, loss_weights
 
-TINY = {"preset": "dfnet_16k", "conv_ch": 8, "emb_dim": 32, "df_hidden": 32}
-TINY_YAML = "{preset: dfnet_16k, conv_ch: 8, emb_dim: 32, df_hidden: 32}"
+TINY = {"preset": "deepfilternet_16k", "conv_ch": 8, "emb_hidden": 32, "df_hidden": 32}
+TINY_YAML = "{preset: deepfilternet_16k, conv_ch: 8, emb_hidden: 32, df_hidden: 32}"
 
 
 @pytest.fixture(scope="module")
 def dfn3():
-    from mal.public_models import load_public
+    from mal.models.public import load_public
 
     try:
         return load_public("deepfilternet3")

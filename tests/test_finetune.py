@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from mal.cli import main
-from mal.config import load_config
+from mal.training.config import load_config
 from mal.training import EnhancementTask, finetune
 from mal.training.datamodule import EnhancementData
 
-TINY = "{preset: dfnet_16k, conv_ch: 8, emb_dim: 32, df_hidden: 32}"
+TINY = "{preset: deepfilternet_16k, conv_ch: 8, emb_hidden: 32, df_hidden: 32}"
 
 
 def _common(root: Path, out: Path) -> list[str]:
@@ -132,7 +132,7 @@ def test_ssl_variant_without_checkpoint_stops_at_start_naming_the_path(toy_data,
 
 
 def test_mal_balance_makes_the_two_terms_equal_at_the_start_and_is_checkpointed(toy_data, tmp_path, stage1):
-    from mal.enhance import load_model
+    from mal.inference import load_model
 
     ckpt = _finetune(toy_data, tmp_path, stage1, "mal-frozen", "loss.mal.balance=2", "loss.mal.weight=1.0", epochs=1)
     scale = _state(ckpt)["mal_balance"]

@@ -20,18 +20,18 @@ from hypothesis import strategies as st
 
 from mal.audio import AudioError, check_audio_file, read_audio, write_audio
 from mal.data import find_pairs
-from mal.enhance import enhance_array, enhance_blocks, enhance_file
+from mal.inference import enhance_array, enhance_blocks, enhance_file
 from mal.models import build_model
-from mal.streaming import enhance_streaming
+from mal.inference import run_stream, stream_for
 
 FUZZ = settings(max_examples=20, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-TINY = {"preset": "dfnet_16k", "conv_ch": 8, "emb_dim": 32, "df_hidden": 32}
+TINY = {"preset": "deepfilternet_16k", "conv_ch": 8, "emb_hidden": 32, "df_hidden": 32}
 
 
 @pytest.fixture(scope="module")
 def model():
-    """The tiny DFNet with every path active: random BatchNorm statistics and deep-filter weights."""
+    """The tiny DeepFilterNet with every path active: random BatchNorm statistics and deep-filter weights."""
     torch.manual_seed(0)
     net = build_model(TINY)
     for module in net.modules():
@@ -40,7 +40,7 @@ def model():
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.3, 0.3)
-    torch.nn.init.normal_(net.df_decoder.out[0].weight, std=0.1)  # zero-initialised: make it matter
+    torch.nn.init.normal_(net.df_decoder.df_out.weight, std=0.1)  # zero-initialised: make it matter
     return net.eval()
 
 
@@ -169,7 +169,7 @@ def test_streaming_equals_offline(model, length, seed, amplitude, kind):
     x = (amplitude * x).astype(np.float32)
     with torch.no_grad():
         offline = model(torch.from_numpy(x)[None])[0].numpy()
-    streamed = enhance_streaming(model, x)
+    streamed = run_stream(stream_for(model), x)
     assert streamed.shape == x.shape
     np.testing.assert_allclose(streamed, offline, atol=1e-5 + 1e-4 * np.abs(offline).max())
 

@@ -10,9 +10,10 @@ import pytest
 import soundfile as sf
 
 from mal.cli import main
-from mal.pages import media
-from mal.pages.browser import Browser, unavailable
-from mal.pages.compare import file_gains, select_files, selection_system, write_compare_page
+from mal.reports.pages import media
+from mal.reports.pages.browser import Browser, unavailable
+from mal.reports.pages.consistency import write_consistency_report
+from mal.reports.pages.compare import file_gains, select_files, selection_system, write_compare_page
 
 RATE = 16000
 IDS = [f"u{i}" for i in range(6)]
@@ -135,7 +136,7 @@ def test_size_bound_drops_files_beyond_it(listening_inputs, tmp_path):
 
 
 def test_consistency_page_has_passes_per_model(tmp_path):
-    from mal.consistency import run_consistency
+    from mal.evaluation.consistency import run_consistency
 
     pytest.importorskip("parselmouth", reason="HNR needs praat-parselmouth")
     for i in range(2):
@@ -149,7 +150,8 @@ def test_consistency_page_has_passes_per_model(tmp_path):
     result = run_consistency({"identity": lambda x, sr: x, "explode": explode}, inputs, iterations=10,
                              out_dir=tmp_path / "out", metrics=("hnr",), spectrogram_passes=(1, 10, 100),
                              progress=False, listen_clips=1)
-    html = result.page.read_text()
+    _, page = write_consistency_report(result, tmp_path / "out")
+    html = page.read_text()
     assert html.count("class='panel'") == 1  # listen_clips=1
     panel = html.split("class='panel'")[1]
     assert "identity: 1 pass" in panel and "identity: 10 passes" in panel and "100 passes" not in panel
@@ -229,14 +231,15 @@ def test_compare_report_in_headless_chromium(browser, compare_report, tmp_path):
 
 
 def test_consistency_page_in_headless_chromium(browser, tmp_path):
-    from mal.consistency import run_consistency
+    from mal.evaluation.consistency import run_consistency
 
     pytest.importorskip("parselmouth", reason="HNR needs praat-parselmouth")
     sf.write(tmp_path / "clip.wav", _speech(0.7, 1), RATE)
     result = run_consistency({"half": lambda x, sr: 0.5 * x}, [tmp_path / "clip.wav"], iterations=10,
                              out_dir=tmp_path / "out", metrics=("hnr",), progress=False)
     browser.errors.clear()
-    browser.open(result.page.as_uri())
+    _, page = write_consistency_report(result, tmp_path / "out")
+    browser.open(page.as_uri())
     state = _check_media(browser, tmp_path / "out")
     assert len(state["audio"]) == 3  # input, 1 and 10 passes
     assert browser.errors == []

@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 
 from mal.audio import read_audio
-from mal.metrics import intrusive
+from mal.evaluation.metrics import intrusive
 
 FILES = ["p232_005", "p257_008"]
 

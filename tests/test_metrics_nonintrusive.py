@@ -35,7 +35,7 @@ def _official_nisqa(weights, wav_path) -> dict[str, float]:
 
 def test_nisqa_equals_official_predictor(noisy, nisqa_weights, tmp_path):
     pytest.importorskip("nisqa.NISQA_model", reason="pip install --no-deps nisqa && pip install librosa pandas")
-    from mal.metrics.nisqa import NisqaScorer
+    from mal.evaluation.metrics.nisqa import NisqaScorer
 
     path, samples, rate = noisy
     raw = NisqaScorer(nisqa_weights, normalize=False)
@@ -60,7 +60,7 @@ def test_nisqa_equals_official_predictor(noisy, nisqa_weights, tmp_path):
 
 
 def test_nisqa_missing_weights_is_reported():
-    from mal.metrics.nisqa import nisqa_unavailable
+    from mal.evaluation.metrics.nisqa import nisqa_unavailable
 
     assert "no NISQA weights" in nisqa_unavailable(None)
     assert "not found" in nisqa_unavailable(__import__("pathlib").Path("/nonexistent/nisqa.tar"))
@@ -70,7 +70,7 @@ def test_dnsmos_equals_speechmos_on_peak_normalised_input(noisy):
     pytest.importorskip("speechmos.dnsmos")
     from speechmos import dnsmos as speechmos_dnsmos
 
-    from mal.metrics.dnsmos import dnsmos
+    from mal.evaluation.metrics.dnsmos import dnsmos
 
     _, samples, rate = noisy
     expected = speechmos_dnsmos.run(peak_normalize(samples, -10.0), rate)
@@ -85,7 +85,7 @@ def test_dnsmos_equals_speechmos_on_peak_normalised_input(noisy):
 
 def test_dnsmos_prefers_enhanced_speech(shared_data):
     pytest.importorskip("speechmos.dnsmos")
-    from mal.metrics.dnsmos import dnsmos
+    from mal.evaluation.metrics.dnsmos import dnsmos
 
     noisy, rate = read_audio(shared_data / "vbd-test" / "noisy" / "p232_005.wav")
     enhanced, _ = read_audio(shared_data / "vbd-test" / "CMGAN" / "p232_005.wav")

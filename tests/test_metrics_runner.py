@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 
 from mal.cli import main
-from mal.metrics import runner
-from mal.metrics.runner import Job, ScoreOptions, run_jobs
-from mal.metrics.stats import adjust_pvalues, paired_test, summarize
+from mal.evaluation.metrics import runner
+from mal.evaluation.metrics.runner import Job, ScoreOptions, run_jobs
+from mal.evaluation.metrics.stats import adjust_pvalues, paired_test, summarize
 
 
 def _speechlike(seed: int, n: int = 16000) -> np.ndarray:
@@ -141,13 +141,13 @@ def test_statistics():
 def test_evaluate_with_model_enhances_then_scores(folders, tmp_path):
     import torch
 
-    from mal.enhance import save_model
+    from mal.inference import save_model
     from mal.models import build_model
 
     clean, noisy = folders
     torch.manual_seed(0)
     checkpoint = tmp_path / "tiny.ckpt"
-    save_model(build_model({"preset": "dfnet_16k"}), checkpoint)
+    save_model(build_model({"preset": "deepfilternet_16k"}), checkpoint)
     out = tmp_path / "out"
     assert main(["evaluate", "--model", str(checkpoint), "--noisy", str(noisy), "--clean", str(clean),
                  "-o", str(out), "--metrics", "sisdr", "--quiet"]) == 0
@@ -163,7 +163,7 @@ def test_light_check_agrees_and_imports_no_metric_library():
     import subprocess
     import sys
 
-    code = ("import sys; from mal.metrics.runner import check_groups; from mal.metrics import parse_groups; "
+    code = ("import sys; from mal.evaluation.metrics.runner import check_groups; from mal.evaluation.metrics import parse_groups; "
             "light = check_groups(parse_groups('all'), sys.executable, True, light=True); "
             "heavy_loaded = [m for m in ('torch', 'onnxruntime', 'pandas', 'pystoi', 'pesq') if m in sys.modules]; "
             "full = check_groups(parse_groups('all'), sys.executable, True); print(light == full, heavy_loaded)")

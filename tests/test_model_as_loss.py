@@ -9,21 +9,21 @@ import torch
 from torch import nn
 
 from mal.losses import DFLoss, ModelAsLoss
-from mal.models import DFNet, DFNetConfig
+from mal.models import DeepFilterNet, build_model
 from mal.models.demucs import Demucs, DemucsConfig
 
 RATE = 16000
 
 
-def small_dfnet() -> DFNet:
-    return DFNet(DFNetConfig(conv_ch=16, emb_dim=32, df_hidden=32))
+def small_deepfilternet() -> DeepFilterNet:
+    return build_model({"preset": "deepfilternet_16k", "conv_ch": 8, "emb_hidden": 32, "df_hidden": 32})
 
 
 def small_demucs() -> Demucs:
     return Demucs(DemucsConfig(hidden=8, depth=3))
 
 
-MODELS = {"dfnet": small_dfnet, "demucs": small_demucs}
+MODELS = {"deepfilternet": small_deepfilternet, "demucs": small_demucs}
 
 
 def speech_like(batch: int = 2, seconds: float = 0.5, seed: int = 0) -> torch.Tensor:
@@ -55,7 +55,7 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 
 def test_snapshot_is_frozen_copy_in_eval_mode():
-    model = small_dfnet()
+    model = small_deepfilternet()
     mal = ModelAsLoss(model)
     assert mal.snapshot is not model.encoder
     assert all(not p.requires_grad for p in mal.snapshot.parameters())
@@ -95,14 +95,14 @@ def test_zero_for_clean_and_grows_with_noise(name, stages):
     mal = ModelAsLoss(model, stages=stages)
     clean = speech_like()
     noise = noise_like(clean)
-    # Exactly 0 for DFNet; CPU LSTMs take another kernel under no_grad (float rounding).
+    # Exactly 0 for DeepFilterNet; CPU LSTMs take another kernel under no_grad (float rounding).
     assert mal(clean, clean).item() == pytest.approx(0.0, abs=1e-7)
     values = [mal(clean + level * noise, clean).item() for level in (0.03, 0.3, 3.0)]
     assert 0 < values[0] < values[1] < values[2], values
 
 
 def test_uses_the_snapshot_not_the_live_encoder():
-    model = small_dfnet()
+    model = small_deepfilternet()
     mal = ModelAsLoss(model)
     clean = speech_like()
     enhanced = clean + 0.3 * noise_like(clean)
@@ -129,7 +129,7 @@ def test_gradient_reaches_decoder_not_snapshot(name):
 
 
 def test_refresh_takes_the_current_encoder():
-    model = small_dfnet()
+    model = small_deepfilternet()
     mal = ModelAsLoss(model)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     clean = speech_like()
@@ -146,7 +146,7 @@ def test_refresh_takes_the_current_encoder():
 
 
 def test_snapshot_survives_state_dict_round_trip():
-    model = small_dfnet()
+    model = small_deepfilternet()
     with torch.no_grad():
         for p in model.encoder.parameters():
             p.mul_(1.5)
@@ -154,7 +154,7 @@ def test_snapshot_survives_state_dict_round_trip():
     parent["mal"].refresh(model)
     assert any(k.startswith("mal.snapshot.") for k in parent.state_dict())
 
-    fresh = small_dfnet()  # another random init: its encoder differs
+    fresh = small_deepfilternet()  # another random init: its encoder differs
     restored = nn.ModuleDict({"model": fresh, "mal": ModelAsLoss(fresh)})
     restored.load_state_dict(parent.state_dict())  # strict
     assert_same_state(snapshot_state(parent["mal"]), snapshot_state(restored["mal"]))
@@ -165,7 +165,7 @@ def test_snapshot_survives_state_dict_round_trip():
 
 
 def test_ema_update_moves_snapshot_towards_live_encoder():
-    model = small_dfnet()
+    model = small_deepfilternet()
     mal = ModelAsLoss(model, ema_decay=0.75)
     old = snapshot_state(mal)
     with torch.no_grad():
@@ -181,7 +181,7 @@ def test_ema_update_moves_snapshot_towards_live_encoder():
 
 
 def test_all_stages_uses_every_encoder_stage():
-    model = small_dfnet()
+    model = small_deepfilternet()
     mal = ModelAsLoss(model, stages="all")
     feats = mal._features(speech_like())
     assert sorted(feats) == ["c0", "e0", "e1", "e2", "e3", "embedding"]
@@ -192,7 +192,7 @@ def test_all_stages_uses_every_encoder_stage():
 
 
 def test_requires_grad_on_parent_does_not_unfreeze():
-    model = small_dfnet()
+    model = small_deepfilternet()
     mal = ModelAsLoss(model)
     parent = nn.ModuleDict({"model": model, "mal": mal})
     parent.requires_grad_(True)

@@ -13,11 +13,11 @@ import soundfile as sf
 import torch
 
 from mal.cli import main
-from mal.enhance import save_model
+from mal.inference import save_model
 from mal.models import build_model
 
 RATE = 16000
-TINY = {"preset": "dfnet_16k", "conv_ch": 8, "emb_dim": 32, "df_hidden": 32}
+TINY = {"preset": "deepfilternet_16k", "conv_ch": 8, "emb_hidden": 32, "df_hidden": 32}
 REPO = Path(__file__).resolve().parents[1]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
@@ -122,9 +122,9 @@ def test_mp3_in_a_batch_is_enhanced_and_an_unwritable_output_fails_alone(model_f
 
 
 def test_a_container_that_cannot_be_written_falls_back_to_flac(model_file, tmp_path, capsys, monkeypatch):
-    import mal.batch
+    import mal.inference.paths
 
-    monkeypatch.setattr(mal.batch, "writable", lambda path: path.suffix != ".mp3")  # as with a libsndfile without LAME
+    monkeypatch.setattr(mal.inference.paths, "writable", lambda path: path.suffix != ".mp3")  # as with a libsndfile without LAME
     mp3 = write(tmp_path / "in" / "c.mp3", tone())
     code, _, err = enhance(model_file, [mp3], tmp_path / "out", capsys, "--quiet")
     assert code == 0 and [p.name for p in (tmp_path / "out").iterdir()] == ["c.flac"]
@@ -161,7 +161,7 @@ class Louder(torch.nn.Module):
 
 
 def test_loud_output_is_limited_not_clipped_and_reported(tmp_path, capsys):
-    from mal.batch import enhance_files
+    from mal.inference.batch import enhance_files
     from mal.cli.enhance import print_notes
 
     x = tone(peak=0.99)
@@ -242,9 +242,9 @@ def test_version_models_and_what_a_config_trains(capsys):
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     rows = {line.split()[0]: line for line in listing.splitlines()[1:-1]}
-    assert {"default", "dfnet_16k", "dfnet_48k"} <= set(rows)
+    assert {"default", "deepfilternet_16k", "deepfilternet2_arch"} <= set(rows)
     assert "pretrained  48 kHz" in rows["default"] and "Hendrik Schroeter" in rows["default"]  # a public DeepFilterNet or a fine-tune
-    assert "preset      48 kHz  2.35 M  MIT" in rows["dfnet_48k"]
+    assert "preset      48 kHz  2.31 M  MIT" in rows["deepfilternet2_arch"]
     assert main(["info", "--list"]) == 0 and capsys.readouterr().out == listing
     assert main(["info", str(REPO / "configs" / "mal_dynamic.yaml")]) == 0
     out = capsys.readouterr().out

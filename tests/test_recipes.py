@@ -22,7 +22,7 @@ def test_paths_under_the_repo_and_its_neighbours_become_relative():
     assert relative(f"data.split_file={REPO / 'runs' / 'split.json'}") == "data.split_file=runs/split.json"
     # everything else is left alone
     assert relative("/nonexistent-root-folder/a.wav") == "/nonexistent-root-folder/a.wav"
-    assert relative("model={preset: dfnet_16k, conv_ch: 24}") == "model={preset: dfnet_16k, conv_ch: 24}"
+    assert relative("model={preset: deepfilternet_16k, conv_ch: 24}") == "model={preset: deepfilternet_16k, conv_ch: 24}"
     assert relative("--jobs") == "--jobs" and relative("2") == "2"
 
 
@@ -98,13 +98,13 @@ def test_default_model_choice_excludes_a_model_below_the_public_dfn3_in_domain()
 def test_a_default_pointer_loads_the_named_public_model(tmp_path, monkeypatch):
     import pytest
 
-    from mal import enhance
+    from mal.models import store
 
-    monkeypatch.setattr(enhance, "DEFAULT_MODEL", tmp_path / "default.ckpt")  # no weights shipped
-    monkeypatch.setattr(enhance, "DEFAULT_POINTER", tmp_path / "default.yaml")
+    monkeypatch.setattr(store, "DEFAULT_MODEL", tmp_path / "default.ckpt")  # no weights shipped
+    monkeypatch.setattr(store, "DEFAULT_POINTER", tmp_path / "default.yaml")
     (tmp_path / "default.yaml").write_text("public: deepfilternet3\n")
-    model = enhance.load_model(None)
+    model = store.load_model(None)
     assert model.sample_rate == 48000 and "Apache-2.0" in model.metadata["licence"]
     (tmp_path / "default.yaml").write_text("public: deepfilternet9\n")
     with pytest.raises(ValueError, match="default.yaml: 'public' must be one of"):
-        enhance.load_model(None)
+        store.load_model(None)

@@ -29,14 +29,14 @@ import yaml
 from mal.audio import list_audio, read_audio, readable_extensions, resample, soft_limit
 from mal.cli import main
 from mal.data import MixtureDataset, read_segment
-from mal.enhance import expand_inputs, load_model, save_model
-from mal.metrics import runner
-from mal.metrics.intrusive import si_sdr
+from mal.inference import expand_inputs, load_model, save_model
+from mal.evaluation.metrics import runner
+from mal.evaluation.metrics.intrusive import si_sdr
 from mal.models import build_model
 
 RATE = 16000
-TINY = {"preset": "dfnet_16k", "conv_ch": 8, "emb_dim": 32, "df_hidden": 32}
-TINY_YAML = "{preset: dfnet_16k, conv_ch: 8, emb_dim: 32, df_hidden: 32}"
+TINY = {"preset": "deepfilternet_16k", "conv_ch": 8, "emb_hidden": 32, "df_hidden": 32}
+TINY_YAML = "{preset: deepfilternet_16k, conv_ch: 8, emb_hidden: 32, df_hidden: 32}"
 # Largest error the output file's sample format allows (quantisation), against the model itself.
 TOLERANCE = {"PCM_U8": 2 / 128, "PCM_S8": 2 / 128, "PCM_16": 2e-4, "PCM_24": 1e-5, "FLOAT": 1e-5, "DOUBLE": 1e-5}
 MEMORY_SCRIPT = """
@@ -167,7 +167,7 @@ def assert_train_fails_before_work(root: Path, tmp_path: Path, capsys, bad: Path
 
 def assert_trains_on(speech_file: Path, noise_file: Path) -> None:
     """Mixtures from these files are finite and in range; a training step has finite loss and gradients."""
-    from mal.config import load_config
+    from mal.training.config import load_config
     from mal.training import EnhancementTask
 
     data = MixtureDataset([speech_file], [noise_file], sample_rate=RATE, segment_seconds=0.5, epoch_size=4)
@@ -212,7 +212,7 @@ def test_missing_file(model_file, tmp_path, capsys, toy_data):
     assert code == 0 and list(rows) == ["good"] and any("orphan.wav" in line and "without a clean reference" in line for line in err)
     # train: a file listed in the run's split that has since disappeared
     root = data_root(tmp_path, toy_data, speech_files={"gone_0.wav": (speech(),)})
-    from mal.config import load_config
+    from mal.training.config import load_config
     from mal.training.datamodule import make_split
 
     make_split(load_config(None, [f"output_dir={tmp_path / 'run'}", f"data.root={root}", "data.speech_dirs=[speech]", "data.noise_dirs=[noise]"]))
@@ -755,7 +755,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(where, stage1_run,
     ({"optim": {"lr": [0.001]}}, "optim.lr"),  # wrong type
     ({"data": {"noise_dirs": ["no-such-folder"]}}, "data.noise_dirs"),  # missing data folder
     ({"finetune": {"variant": "mal-dynamc"}}, "finetune.variant"),  # misspelt variant
-    ({"model": {"preset": "dfnet_16k", "conv_chh": 8}}, "model.conv_chh"),  # unknown model field
+    ({"model": {"preset": "deepfilternet_16k", "conv_chh": 8}}, "model.conv_chh"),  # unknown model field
 ])
 def test_bad_config_file_fails_before_work_naming_the_key(config, key, toy_data, tmp_path, capsys):
     """The same checks as tests/test_training.py's overrides, through a YAML file."""

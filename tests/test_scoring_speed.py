@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from mal.audio import peak_normalize, read_audio
-from mal.metrics import intrusive, runner
-from mal.metrics.runner import Job, ScoreOptions, run_jobs
+from mal.evaluation.metrics import intrusive, runner
+from mal.evaluation.metrics.runner import Job, ScoreOptions, run_jobs
 
 INTRUSIVE = ("pesq", "stoi", "estoi", "sisdr", "lsd", "mcd", "composite")
 PYSTOI_ULP = {"STOI", "ESTOI"}
@@ -64,7 +64,7 @@ def test_dnsmos_shared_windows_equal_speechmos(vbd):
     pytest.importorskip("speechmos.dnsmos")
     from speechmos import dnsmos as speechmos_dnsmos
 
-    from mal.metrics.dnsmos import DnsmosScorer
+    from mal.evaluation.metrics.dnsmos import DnsmosScorer
 
     scorer = DnsmosScorer()
     assert scorer._parts is not None  # the shared-convolution path is the one under test
@@ -248,7 +248,7 @@ def test_split_dnsmos_graphs_are_cached_and_give_the_same_scores(vbd, tmp_path, 
     """The first scorer splits the P.835 graph and keeps the parts; the next reads them back
     (no onnx import, no split) and scores bitwise the same; a damaged entry is remade."""
     pytest.importorskip("speechmos.dnsmos")
-    from mal.metrics import dnsmos
+    from mal.evaluation.metrics import dnsmos
 
     monkeypatch.setenv("MAL_CACHE_DIR", str(tmp_path))
     x = read_audio(vbd / "noisy" / "p232_016.wav")[0]

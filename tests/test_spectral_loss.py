@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mal.losses import DFLoss, MultiResSpecLoss, SISDRLoss, SpectralLoss, compress, si_sdr
-from mal.models import DFNet, DFNetConfig
+from mal.models import build_model
 from mal.models.demucs import Demucs, DemucsConfig
 
 
@@ -76,7 +76,7 @@ def test_dfloss_defaults_and_model_resolution():
     assert (loss.spectral.factor_magnitude, loss.spectral.factor_complex) == (1000.0, 1000.0)
     assert loss.multires.n_ffts == (256, 512, 1024) and loss.multires.factor == 500.0
     assert loss.multires.f_complex == [500.0] * 3
-    dfnet = DFLoss.for_model(DFNet(DFNetConfig()))
+    dfnet = DFLoss.for_model(build_model({"preset": "deepfilternet_16k"}))
     assert (dfnet.spectral.n_fft, dfnet.spectral.hop) == (320, 160)
     demucs = DFLoss.for_model(Demucs(DemucsConfig(hidden=4, depth=2)))
     assert (demucs.spectral.n_fft, demucs.spectral.hop) == (320, 160)

@@ -10,7 +10,7 @@ import pytest
 
 from mal.cli import main
 
-TINY = "{preset: dfnet_16k, conv_ch: 8, emb_dim: 32, df_hidden: 32}"
+TINY = "{preset: deepfilternet_16k, conv_ch: 8, emb_hidden: 32, df_hidden: 32}"
 
 
 def _args(root: Path, out: Path, *extra: str) -> list[str]:

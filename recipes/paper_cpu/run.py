@@ -4,7 +4,7 @@
     python recipes/paper_cpu/run.py --scale 0.5 --jobs 2
 
 Steps (each skipped when its output exists, so an interrupted run resumes):
-1. stage 1: the 16 kHz DFNet trained with L_df on ../shared/data training speech mixed on
+1. stage 1: the 16 kHz DeepFilterNet (preset deepfilternet_16k) trained with L_df on ../shared/data training speech mixed on
    the fly with its real noise, split by speaker and by noise file (test parts held out);
 2. stage 2 from the stage-1 checkpoint, the same number of epochs each: baseline-continued,
    mal-frozen-fe, mal-frozen, mal-dynamic (WavLM rows when SSL_MODEL_PATH is set), and

@@ -27,8 +27,8 @@ from recipe_tools import HEADLINE, choose  # noqa: E402  (the criterion both rec
 
 
 def ship(out: Path, work: Path, install: bool = False) -> str:
-    from mal.enhance import DEFAULT_MODEL, DEFAULT_POINTER, load_model, save_model
-    from mal.io import write_text_atomic
+    from mal.models.store import DEFAULT_MODEL, DEFAULT_POINTER, load_model, save_model
+    from mal.util.files import write_text_atomic
 
     summary = json.loads((out / "in-domain" / "summary.json").read_text())
     candidates = [s for s in summary["systems"] if (work / ("stage1" if s == "Baseline" else s) / "checkpoints" / "best.ckpt").is_file()]

@@ -94,7 +94,7 @@ def first_pairs(folder: Path, out: Path, n: int, key: str = "noisy") -> Path:
 
 def make_split(work: Path, data: Path, seed: int) -> Path:
     """The speaker/noise split of paper_cpu (mal's split function, the same seed and fractions)."""
-    from mal.config import load_config
+    from mal.training.config import load_config
     from mal.training.datamodule import make_split as split_from_config
 
     path = work / "split.json"
@@ -225,7 +225,7 @@ def band_table(reference: Path, enhanced: Path, names: list[str]) -> dict[str, f
     import numpy as np
 
     from mal.audio import list_audio, read_audio
-    from mal.dsp import band_energy_db
+    from mal.audio.dsp import band_energy_db
 
     def mean_db(folder: Path) -> float:
         values = []

@@ -59,9 +59,9 @@ def below_floor(summary: dict, models: dict[str, str]) -> dict[str, str]:
 
 def ship(out: Path, models: dict[str, str], band: dict[str, float]) -> dict:
     """Choose, ship, and write ``<out>/default_model.json``; returns its content."""
-    from mal.enhance import DEFAULT_MODEL, DEFAULT_POINTER, load_model, save_model
-    from mal.io import write_text_atomic
-    from mal.public_models import LICENCE, PUBLIC_MODELS
+    from mal.models.store import DEFAULT_MODEL, DEFAULT_POINTER, load_model, save_model
+    from mal.util.files import write_text_atomic
+    from mal.models.public import LICENCE, PUBLIC_MODELS
 
     summary = json.loads((out / "in-domain" / "summary.json").read_text())
     excluded = {**below_floor(summary, models), **eligible(models, band)}

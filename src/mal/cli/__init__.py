@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["train", "finetune", "enhance", "info", "evaluate", "compare", "consistency", "export", "import-dfn", "models", "demo"]
+COMMANDS = ["train", "finetune", "enhance", "info", "evaluate", "compare", "consistency", "export", "import-dfn", "models", "serve", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

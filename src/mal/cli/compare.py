@@ -54,8 +54,8 @@ def parse_systems(items: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from mal.metrics.stats import compare_to_reference
-    from mal.report import write_json, write_report
+    from mal.evaluation.metrics.stats import compare_to_reference
+    from mal.reports.tables import write_json, write_report
 
     systems = parse_systems(args.systems)
     reference = args.reference or next(iter(systems))
@@ -64,7 +64,7 @@ def run(args) -> int:
     out = Path(args.output)
     check_output(out, [args.clean, *systems.values()])
     if not args.no_listen:
-        from mal.pages.compare import file_universe, selection_system
+        from mal.reports.pages.compare import file_universe, selection_system
 
         selection_system(list(systems), reference, args.listen_system)
         universe = file_universe(systems, args.clean)[2]
@@ -80,7 +80,7 @@ def run(args) -> int:
     write_json(out / "summary.json", summary)
     page = None
     if not args.no_listen:
-        from mal.pages.compare import write_compare_page
+        from mal.reports.pages.compare import write_compare_page
 
         page, selection = write_compare_page(
             out, systems, args.clean, result.rows, summary, comparisons, columns, reference, listen=args.listen,

@@ -36,10 +36,11 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from mal.audio import list_audio
-    from mal.consistency import hnr_unavailable, run_consistency
-    from mal.metrics.dnsmos import dnsmos_unavailable
-    from mal.metrics.nisqa import nisqa_unavailable, resolve_weights
-    from mal.report import write_json
+    from mal.evaluation.consistency import hnr_unavailable, run_consistency
+    from mal.evaluation.metrics.dnsmos import dnsmos_unavailable
+    from mal.evaluation.metrics.nisqa import nisqa_unavailable, resolve_weights
+    from mal.reports.pages.consistency import write_consistency_report
+    from mal.reports.tables import write_json
 
     if args.iterations < 1:
         raise ValueError("--iterations must be at least 1")
@@ -72,14 +73,15 @@ def run(args) -> int:
                              nisqa_weights=str(weights) if weights else None, progress=not args.quiet,
                              score_every=args.score_every,
                              listen_clips=None if args.listen_clips < 0 else args.listen_clips)
+    figures, page = write_consistency_report(result, out)
     write_json(out / "consistency.json", {"models": {n: p.partition("=")[2] or p for n, p in zip(models, [*args.model, "identity"])},
                                           "input": str(args.input), "files": len(inputs) - len(result.errors),
                                           "iterations": args.iterations, "metrics": list(metrics),
                                           "skipped_metrics": skipped, "bad_files": result.errors,
                                           "diverged_at_pass": result.diverged,
                                           "harmonicity": "HNR, Praat autocorrelation method, mean over voiced frames (dB)"})
-    print(f"wrote {result.csv_path} and {', '.join(str(f) for f in result.figures)}"
-          + (f"; listening page: {result.page}" if result.page else ""))
+    print(f"wrote {result.csv_path} and {', '.join(str(f) for f in figures)}"
+          + (f"; listening page: {page}" if page else ""))
     for message in result.errors:
         print(f"mal: skipped {message}", file=sys.stderr)
     for name, files in result.diverged.items():
@@ -91,7 +93,7 @@ def run(args) -> int:
 def model_functions(checkpoints: list[str], identity: bool) -> dict:
     """``{name: enhance_fn}``: one per checkpoint (``NAME=CKPT``, else named by its run
     folder when the file is ``checkpoints/*.ckpt``, else by file stem), plus identity."""
-    from mal.enhance import enhance_array, load_model
+    from mal.inference import enhance_array, load_model
 
     functions = {}
     for item in checkpoints:

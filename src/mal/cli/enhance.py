@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from mal.batch import check_output_dir, expand_inputs
+    from mal.inference.paths import check_output_dir, expand_inputs
 
     # the cheap checks first: a wrong folder is reported before torch and the model load
     if args.jobs < 1:
@@ -39,19 +39,19 @@ def run(args) -> int:
     expand_inputs(args.inputs, skip=args.output_dir, suffix=args.suffix)
     import torch
 
-    from mal.batch import enhance_files
-    from mal.enhance import load_model
+    from mal.inference.batch import enhance_files
+    from mal.inference import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.onnx:
-        from mal.export import open_stream
+        from mal.inference.export import open_stream
 
         model = open_stream(args.onnx, num_threads=args.threads or 1)
     else:
         model = load_model(args.model, device=args.device)
         if args.streaming:
-            from mal.stream import stream_for
+            from mal.inference.stream import stream_for
 
             model = stream_for(model)
     result = enhance_files(model, args.inputs, args.output_dir, overwrite=args.overwrite, progress=not args.quiet,
@@ -77,7 +77,7 @@ def print_notes(result, model_rate: int) -> None:
               "fixed-point files were soft-limited (peaks above 0.9 bent, nothing clipped), "
               "float files keep the values", file=sys.stderr)
     if result.wider_band:
-        from mal.catalog import full_band_model
+        from mal.models.catalog import full_band_model
 
         src, rate = max(result.wider_band, key=lambda item: item[1])
         others = f" (and {len(result.wider_band) - 1} more file(s))" if len(result.wider_band) > 1 else ""

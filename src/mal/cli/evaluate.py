@@ -51,9 +51,9 @@ def check_output(out_dir: Path, inputs: list[str | None]) -> None:
 
 def scoring_options(args):
     """ScoreOptions from the shared arguments."""
-    from mal.metrics import parse_groups
-    from mal.metrics.nisqa import resolve_weights
-    from mal.metrics.runner import ScoreOptions
+    from mal.evaluation.metrics import parse_groups
+    from mal.evaluation.metrics.nisqa import resolve_weights
+    from mal.evaluation.metrics.runner import ScoreOptions
 
     weights = resolve_weights(args.nisqa_weights)
     if args.jobs < 1:
@@ -63,10 +63,10 @@ def scoring_options(args):
 
 def score_and_summarize(args, systems: dict[str, str], clean: str | None, earlier_errors: list[str] | None = None):
     """Score ``systems``, write per_file.csv and summary.json; return (result, summary, columns)."""
-    from mal.metrics import metric_columns
-    from mal.metrics.runner import score_systems
-    from mal.metrics.stats import build_summary
-    from mal.report import write_json, write_per_file_csv
+    from mal.evaluation.metrics import metric_columns
+    from mal.evaluation.metrics.runner import score_systems
+    from mal.evaluation.metrics.stats import build_summary
+    from mal.reports.tables import write_json, write_per_file_csv
 
     out = Path(args.output)
     options = scoring_options(args)
@@ -107,8 +107,8 @@ def finish(result, out: Path) -> int:
 def enhance_folder(model_path: str, noisy: str, out_dir: Path) -> list[str]:
     """Enhance every file of ``noisy`` into ``out_dir`` (kept if newer than input and model); errors."""
     from mal.audio import AudioError, list_audio, read_audio, write_audio
-    from mal.enhance import enhance_array, load_model
-    from mal.io import remove_stale_parts
+    from mal.inference import enhance_array, load_model
+    from mal.util.files import remove_stale_parts
 
     model = load_model(model_path)
     model_mtime = Path(model_path).stat().st_mtime

@@ -15,8 +15,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from mal.enhance import load_model
-    from mal.export import export_onnx, open_stream
+    from mal.inference import load_model
+    from mal.inference.export import export_onnx, open_stream
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:

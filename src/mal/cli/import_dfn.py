@@ -16,7 +16,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from mal.models import count_parameters
-    from mal.public_models import PUBLIC_MODELS, import_dfn, release_path, save_imported
+    from mal.models.public import PUBLIC_MODELS, import_dfn, release_path
+    from mal.models.store import save_model
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
@@ -25,7 +26,7 @@ def run(args) -> int:
     if source in PUBLIC_MODELS and not Path(source).exists():
         source = release_path(source)
     model = import_dfn(source)
-    save_imported(model, out)
+    save_model(model, out, metadata=getattr(model, "metadata", None))
     print(f"wrote {out}: {model.metadata['model']}, {count_parameters(model):,} parameters, {model.sample_rate} Hz "
           f"(from {source}; {model.metadata['licence']})")
     return 0

@@ -20,15 +20,15 @@ def describe(source: str) -> dict:
     if source in PRESETS:
         model = build_model({"preset": source})
     elif path.suffix in (".yaml", ".yml"):
-        from mal.config import load_config
+        from mal.training.config import load_config
 
-        from mal.variants import describe_training
+        from mal.training.variants import describe_training
 
         cfg = load_config(path)
         model = build_model(cfg["model"])
         trains = describe_training(cfg)
     else:
-        from mal.enhance import load_model
+        from mal.inference import load_model
 
         model = load_model(path)
     rate = model.sample_rate

@@ -9,8 +9,8 @@ def add_parser(sub) -> None:
 
 
 def print_catalog() -> None:
-    """A table of :func:`mal.catalog.entries`: name, kind, rate, parameters, licence, weights."""
-    from mal.catalog import entries
+    """A table of :func:`mal.models.catalog.entries`: name, kind, rate, parameters, licence, weights."""
+    from mal.models.catalog import entries
 
     rows = [(e.name, e.kind, f"{e.sample_rate // 1000} kHz" if e.sample_rate % 1000 == 0 else f"{e.sample_rate} Hz",
              f"{e.parameters / 1e6:.2f} M", e.licence, e.weights) for e in entries()]

@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(args) -> dict:
-    from mal.config import check_data_folders, load_config
+    from mal.training.config import check_data_folders, load_config
 
     overrides = list(args.overrides)
     for flag, key in [("output_dir", "output_dir"), ("data", "data.root"), ("devices", "trainer.devices"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mal.io import write_text_atomic
+from mal.util.files import write_text_atomic
 
 import json
 import os

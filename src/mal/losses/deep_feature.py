@@ -32,7 +32,7 @@ def _model_class(kind: str):
     if kind not in KINDS:
         raise ValueError(f"SSL model kind must be one of {sorted(KINDS)}, got {kind!r}")
     try:
-        import transformers
+        import transformers  # optional dependency ([ssl] extra): only the SSL feature losses need it
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("SSL feature losses need transformers: pip install 'mal[ssl]'") from err
     return getattr(transformers, KINDS[kind])
@@ -130,7 +130,7 @@ def _read_do_normalize(path: Path) -> bool:
 
 def wavlm_base_random(layer: str | int = "conv", sample_rate: int = SSL_RATE) -> SSLFeatureLoss:
     """SSL loss over a randomly initialised WavLM-Base-sized model (for benchmarks)."""
-    from transformers import WavLMConfig
+    from transformers import WavLMConfig  # optional dependency ([ssl] extra): only this benchmark model needs it
 
     return SSLFeatureLoss.from_config(WavLMConfig(), layer=layer, sample_rate=sample_rate)
 

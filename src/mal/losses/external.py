@@ -16,49 +16,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
-from mal.losses.deep_feature import feature_l1
-from mal.losses.resample import Resample
+from mal.losses.deep_feature import SSLFeatureLoss
+from mal.losses.frozen import FrozenFeatureLoss
+from mal.losses.nisqa_features import NisqaFeatureLoss
+from mal.models.store import load_model
 
 KINDS = ("dfn3", "dfn2", "nisqa", "wavlm", "wav2vec2", "hubert")
 DFN_LAYERS = ("emb", "e0", "e1", "e2", "e3", "c0")
 DEFAULT_LAYER = {"dfn3": "emb", "dfn2": "emb", "nisqa": "cnn", "wavlm": "conv", "wav2vec2": "conv", "hubert": "conv"}
-
-
-class FrozenFeatureLoss(nn.Module):
-    """Base: holds a frozen network hidden from the module tree; ``forward`` = L1 of ``features``."""
-
-    def __init__(self, network: nn.Module, sample_rate: int, network_rate: int):
-        super().__init__()
-        network.eval()
-        for p in network.parameters():
-            p.requires_grad_(False)
-        self._net = [network]  # a list hides it from parameters()/state_dict()/train()
-        self.sample_rate = int(sample_rate)
-        self.resample = Resample(self.sample_rate, int(network_rate))
-
-    @property
-    def network(self) -> nn.Module:
-        """The frozen external network (always in eval mode)."""
-        self._net[0].eval()
-        return self._net[0]
-
-    def _apply(self, fn, *args, **kwargs):
-        super()._apply(fn, *args, **kwargs)
-        self._net[0] = self._net[0]._apply(fn, *args, **kwargs)
-        return self
-
-    def features(self, wave: Tensor) -> Tensor:
-        """Features of ``wave`` (B, N) at ``sample_rate``; subclasses define them."""
-        raise NotImplementedError
-
-    def forward(self, enhanced: Tensor, clean: Tensor) -> Tensor:
-        return feature_l1(self.features, enhanced, clean)
-
-    def extra_repr(self) -> str:
-        return f"{type(self._net[0]).__name__}, layer={getattr(self, 'layer', None)!r}, {self.resample.extra_repr()}"
 
 
 class DeepFilterNetFeatureLoss(FrozenFeatureLoss):
@@ -74,8 +41,6 @@ class DeepFilterNetFeatureLoss(FrozenFeatureLoss):
         if layer not in DFN_LAYERS:
             raise ValueError(f"DeepFilterNet layer must be one of {DFN_LAYERS}, got {layer!r}")
         if not isinstance(model, nn.Module):
-            from mal.enhance import load_model
-
             if str(model) not in ("deepfilternet2", "deepfilternet3") and not Path(model).is_file():
                 raise FileNotFoundError(f"DeepFilterNet model not found: {model} (a public name or a mal model file)")
             model = load_model(model)
@@ -100,11 +65,7 @@ def build_external_loss(ext: dict, sample_rate: int) -> nn.Module:
         source = path or ("deepfilternet3" if kind == "dfn3" else "deepfilternet2")
         return DeepFilterNetFeatureLoss(source, layer=str(layer), sample_rate=sample_rate)
     if kind == "nisqa":
-        from mal.losses.nisqa_features import NisqaFeatureLoss
-
         return NisqaFeatureLoss(path, layer=str(layer), sample_rate=sample_rate)
-    from mal.losses.deep_feature import SSLFeatureLoss
-
     if path is None:
         raise ValueError(f"loss.ext.path: the local {kind} model directory is needed")
     return SSLFeatureLoss(path, kind=kind, layer=layer, sample_rate=sample_rate)

@@ -7,7 +7,7 @@ up to 20 kHz, floor 1e-4, 80 dB below the maximum) cut into 15-frame segments ev
 (its CNN, then its self-attention) is the package's own, with the weights of ``nisqa.tar``
 (CC BY-NC-SA 4.0: read from where it lies, never copied into a checkpoint).
 
-Each signal is first brought to -26 dBov P.56 active speech level, as :mod:`mal.metrics.nisqa`
+Each signal is first brought to -26 dBov P.56 active speech level, as :mod:`mal.evaluation.metrics.nisqa`
 does before scoring. The P.56 activity decision is a step function of the signal, so it is
 taken without gradient; the level is differentiable through the signal's energy
 (:func:`active_level_normalize`), which is exact wherever the active set does not change.
@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mal.losses.external import FrozenFeatureLoss
+from mal.audio import active_speech_level
+from mal.losses.frozen import FrozenFeatureLoss
+from mal.util.assets import default_nisqa_weights
 
 NISQA_RATE = 48000  # the loss resamples to this rate (the official code uses the file's own)
 NISQA_LEVEL_DB = -26.0
@@ -32,8 +34,6 @@ LAYERS = ("cnn", "sa")
 
 def active_level_normalize(wave: Tensor, sample_rate: int, target_db: float = NISQA_LEVEL_DB) -> Tensor:
     """Scale each row of ``wave`` (B, N) to ``target_db`` dBov P.56 active level, differentiably."""
-    from mal.audio import active_speech_level
-
     rows = []
     for x in wave:
         level = active_speech_level(x.detach().double().cpu().numpy(), sample_rate)
@@ -52,7 +52,7 @@ class NisqaMelSegments(nn.Module):
 
     def __init__(self, args: dict, sample_rate: int = NISQA_RATE):
         super().__init__()
-        import librosa
+        import librosa  # start-up: a heavy import, only the NISQA loss needs its mel filters
 
         self.n_fft = int(args["ms_n_fft"])
         self.hop = int(sample_rate * args["ms_hop_length"])
@@ -82,7 +82,7 @@ class NisqaMelSegments(nn.Module):
 
 def load_nisqa_network(weights: str | os.PathLike) -> tuple[nn.Module, dict]:
     """The package's ``NISQA_DIM`` with the weights of ``weights`` (nisqa.tar), and its args."""
-    from nisqa import NISQA_lib
+    from nisqa import NISQA_lib  # optional: nisqa is installed apart (pip install --no-deps nisqa), only for this loss
 
     checkpoint = torch.load(Path(weights), map_location="cpu", weights_only=False)
     args = checkpoint["args"]
@@ -92,20 +92,6 @@ def load_nisqa_network(weights: str | os.PathLike) -> tuple[nn.Module, dict]:
     network = NISQA_lib.NISQA_DIM(**{name: args[name] for name in names})
     network.load_state_dict(checkpoint["model_state_dict"], strict=True)
     return network, args
-
-
-def default_nisqa_weights() -> Path | None:
-    """``$MAL_NISQA_WEIGHTS``, else shared/models/nisqa/nisqa.tar beside the cwd or the checkout."""
-    from mal.metrics.nisqa import resolve_weights
-
-    chosen = resolve_weights(None)
-    if chosen is not None:
-        return chosen
-    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        for candidate in (base / "shared/models/nisqa/nisqa.tar", base / "../shared/models/nisqa/nisqa.tar"):
-            if candidate.is_file():
-                return candidate.resolve()
-    return None
 
 
 class NisqaFeatureLoss(FrozenFeatureLoss):

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from mal import dsp
+from mal.audio import dsp
 
 
 def compress(spec: Tensor, gamma: float, eps: float = 1e-12) -> tuple[Tensor, Tensor]:

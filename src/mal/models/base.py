@@ -1,4 +1,4 @@
-"""The model contract that makes Model-as-Loss work for any network (see docs/DESIGN.md).
+"""The model contract that makes Model-as-Loss work for any network (see docs/layout.md).
 
 Every enhancement model is an ``EnhancementModel``:
 
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from mal.models.layers import GroupedLinear
 
 
 @dataclass
@@ -60,6 +62,11 @@ class EnhancementModel(nn.Module):
         enc = {id(p) for p in self.encoder.parameters()}
         return [p for p in self.parameters() if id(p) not in enc]
 
+    def unlossed_parameters(self) -> list[nn.Parameter]:
+        """Parameters no loss of mal reaches (the training freezes them, so that DDP, which
+        checks every trained parameter gets a gradient, and AdamW's weight decay leave them be)."""
+        return []
+
     @property
     def lookahead_samples(self) -> int:
         """Future input samples needed for one output sample (0 for fully causal)."""
@@ -82,8 +89,6 @@ def count_macs(model: EnhancementModel, seconds: float = 1.0) -> int:
     dominate); elementwise work is ignored. Hand-written because torch's FlopCounterMode
     does not count recurrent layers on CPU.
     """
-    from mal.models.layers import GroupedLinear
-
     total = 0
 
     def hook(module, inputs, output):

@@ -1,7 +1,7 @@
 """The public DeepFilterNet2 / DeepFilterNet3 (Schroeter et al.) in mal's own code.
 
 Same layers, same weights and same processing as the official release, so that weights
-imported from the official ONNX graphs (:mod:`mal.pretrained.dfn_import`) give the official
+imported from the official ONNX graphs (:mod:`mal.models.public`) give the official
 outputs. One family: the public models and mal's own small 16 kHz preset
 (:func:`deepfilternet_16k`, trained from scratch) are configs of :class:`DeepFilterNet`.
 
@@ -9,7 +9,7 @@ outputs. One family: the public models and mal's own small 16 kHz preset
 normalisation, causal convs, GRUs, the deep-filter history, overlap-add) runs through
 :meth:`DeepFilterNet.frames` on a block of any number of hops with explicit state in and
 out. Offline enhancement is one call over the whole (padded) signal from the initial state;
-:class:`mal.stream.TorchStream` calls it once per block. The network sees every input frame, as
+:class:`mal.inference.stream.TorchStream` calls it once per block. The network sees every input frame, as
 DeepFilterNet's C runtime does, and network frame ``s`` (which has seen the features of
 frame ``s``) decides spectral frame ``s - conv_lookahead``.
 
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mal import dsp
+from mal.audio import dsp
 from mal.models.base import EnhancementModel, Encoding
 from mal.models.layers import GroupedLinear
 
@@ -373,7 +373,7 @@ class DeepFilterNet(EnhancementModel):
     """DeepFilterNet2 / DeepFilterNet3; see the module docstring."""
 
     # Offline file enhancement may run the exact offline computation block by block with the
-    # state carried over (:meth:`frames`, via :func:`mal.stream.stream_for`): no chunk seams.
+    # state carried over (:meth:`frames`, via :func:`mal.inference.stream.stream_for`): no chunk seams.
     block_streaming = True
 
     def __init__(self, cfg: DeepFilterNetConfig | None = None, **overrides):
@@ -506,6 +506,11 @@ class DeepFilterNet(EnhancementModel):
         prev = torch.cat((state["ola"][:, None], seconds[:, :-1]), dim=1)
         out = (prev + firsts).flatten(1)
         return out, {**enc_state, **dec_state, "ola": seconds[:, -1]}
+
+    def unlossed_parameters(self) -> list[nn.Parameter]:
+        """The local-SNR head: DeepFilterNet trains it with its own LSNR loss, which mal has not;
+        it only gates frames at inference (``lsnr_gate``)."""
+        return list(self.encoder.lsnr_fc.parameters())
 
     def use_dft_matrices(self, enabled: bool = True) -> None:
         """Compute the FFTs as matrix products (for ONNX export, which has no complex tensors)."""

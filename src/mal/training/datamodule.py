@@ -8,7 +8,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from mal.audio import AudioError, check_audio_file
-from mal.config import ConfigError, data_root, resolve_dirs
+from mal.training.config import ConfigError, data_root, resolve_dirs
 from mal.data import (
     MixtureDataset,
     PairedDataset,

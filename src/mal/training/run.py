@@ -21,8 +21,9 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mal.config import ConfigError, save_config
-from mal.io import atomic_path
+from mal.training.config import ConfigError, save_config
+from mal.models.store import load_model  # the one loader: checkpoints, model files, public names
+from mal.util.files import atomic_path
 from mal.training.datamodule import EnhancementData
 from mal.training.task import EnhancementTask, check_variant
 
@@ -255,14 +256,13 @@ def train(cfg: dict, resume: bool = False) -> Path:
 def finetune(cfg: dict, stage1: str | os.PathLike, resume: bool = False) -> Path:
     """Stage 2: continue from a stage-1 model with ``cfg['finetune']['variant']``.
 
-    ``stage1`` is anything :func:`mal.enhance.load_model` takes: a checkpoint, a model file,
+    ``stage1`` is anything :func:`mal.models.store.load_model` takes: a checkpoint, a model file,
     or a public model name (``deepfilternet3``).
 
     The MAL-encoder snapshot is taken from the stage-1 weights; on ``--resume`` Lightning
     restores the saved snapshot with the rest of the state, so the same loss continues.
     """
     check_variant(cfg["finetune"]["variant"])
-    from mal.enhance import load_model  # the one loader: checkpoints, model files, public names
 
     start = load_model(stage1)
     if cfg["data"]["sample_rate"] != start.sample_rate:  # e.g. 16 kHz speech, a 48 kHz public model

@@ -29,9 +29,9 @@ import math
 import lightning as L
 import torch
 
-from mal.losses import DFLoss, si_sdr
+from mal.losses import DFLoss, ModelAsLoss, SSLFeatureLoss, build_external_loss, si_sdr
 from mal.models import build_model
-from mal.variants import VARIANTS, check_variant, loss_weights
+from mal.training.variants import VARIANTS, check_variant, loss_weights
 
 __all__ = ["VARIANTS", "EnhancementTask", "check_variant"]
 
@@ -55,23 +55,17 @@ class EnhancementTask(L.LightningModule):
         self.refresh_every_steps = config["finetune"]["refresh_every_steps"]
         self.mal_loss = None
         if self.mal_weight > 0:
-            from mal.losses import ModelAsLoss
-
             self.mal_loss = ModelAsLoss(self.model, stages=losses["mal"]["stages"], ema_decay=losses["mal"]["ema_decay"])
         self.ssl_loss = None
         if self.ssl_weight > 0:
-            from mal.losses import SSLFeatureLoss
-
             ssl = losses["ssl"]
             self.ssl_loss = SSLFeatureLoss(ssl["ssl_model_path"], kind=ssl["kind"], layer=ssl["layer"], sample_rate=self.model.sample_rate)
         self.ext_loss = None
         if self.ext_weight > 0:
-            from mal.losses.external import build_external_loss
-
             self.ext_loss = build_external_loss(losses["ext"], sample_rate=self.model.sample_rate)
-        if self.freeze_encoder:
-            for p in self.model.encoder.parameters():
-                p.requires_grad_(False)
+        frozen = self.model.unlossed_parameters() + (self.model.encoder_parameters() if self.freeze_encoder else [])
+        for p in frozen:
+            p.requires_grad_(False)
         # The L_mal scale found by loss.mal.balance (1 = none); a buffer, so checkpoints carry it.
         self.register_buffer("mal_balance", torch.ones(()))
         self.train()  # Lightning keeps module modes as built: apply the frozen encoder's eval now

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (:mod:`~mal.evaluation.metrics`), the self-consistency test, peer systems."""

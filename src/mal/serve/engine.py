@@ -1,0 +1,167 @@
+"""Many live streams of one model through the network as one batch.
+
+Each stream keeps its own resamplers and hop buffer (a :class:`~mal.inference.stream.LiveStream`
+split into ``push`` and ``pull``); the network's state of every stream lives in one batched
+state, a row per slot. :meth:`Engine.run` takes the due hops of any set of slots, gathers their
+rows, runs :meth:`DeepFilterNet.frames` once for all of them and scatters the new rows back:
+per batch a fixed number of tensor operations, none per stream. The rows never mix (every
+operation of ``frames`` is per batch row), so a stream's output does not depend on which
+others share its batch (tests/test_serve.py: equal to the stream alone within 1e-4).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mal.inference.stream import LiveStream
+from mal.models import DeepFilterNet
+
+
+class _Spec:
+    """What a :class:`LiveStream` needs of its network when the engine runs it."""
+
+    def __init__(self, hop: int, sample_rate: int, delay_samples: int):
+        self.hop, self.sample_rate, self.delay_samples = hop, sample_rate, delay_samples
+
+    def reset(self) -> None:  # the engine resets the slot's state row
+        pass
+
+
+@dataclass
+class Slot:
+    """One stream in the engine: its row, its live stream and the hops waiting for the network."""
+
+    index: int
+    live: LiveStream
+    pending: list[np.ndarray] = field(default_factory=list)  # model-rate blocks of whole hops
+    pending_hops: int = 0
+    final_hops: int | None = None  # after end(): the hops still to run before the stream is done
+    done: bool = False
+    owner: object = None  # the server's connection
+
+    def take(self, k: int, hop: int) -> np.ndarray:
+        """The next ``k`` hops of input."""
+        data = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        block, rest = data[: k * hop], data[k * hop :]
+        self.pending = [rest] if len(rest) else []
+        self.pending_hops -= k
+        return block
+
+
+class Engine:
+    """Batched streams of one :class:`DeepFilterNet` (eval mode) with room for ``max_streams``."""
+
+    def __init__(self, model: DeepFilterNet, max_streams: int, max_hops_per_batch: int = 8):
+        if not isinstance(model, DeepFilterNet):
+            raise ValueError(f"live streams need a DeepFilterNet-family model, got {type(model).__name__}")
+        self.model = model.eval()
+        cfg = model.cfg
+        self.hop, self.sample_rate = cfg.hop, cfg.sample_rate
+        self.spec = _Spec(cfg.hop, cfg.sample_rate, (model.delay_frames + 1) * cfg.hop)
+        self.max_streams, self.max_hops = max_streams, max_hops_per_batch
+        device = next(model.parameters()).device
+        one, two = model.initial_state(1, device), model.initial_state(2, device)
+        # the batch axis of each state tensor: where its size went from 1 to 2
+        self.axis = {k: next(i for i, (a, b) in enumerate(zip(one[k].shape, two[k].shape)) if a != b) for k in one}
+        self.initial = one
+        self.state = model.initial_state(max_streams, device)
+        self.free = list(range(max_streams - 1, -1, -1))
+        self.slots: dict[int, Slot] = {}
+        self.busy: set[int] = set()  # rows in the batch now running: not reused before it ends
+        self.released: list[int] = []
+
+    # -- streams ---------------------------------------------------------------------------
+    def open(self, rate: int) -> Slot:
+        """A new stream at ``rate``; ``RuntimeError`` when all ``max_streams`` slots are taken."""
+        if not self.free:
+            raise RuntimeError(f"server full: {self.max_streams} streams")
+        live = LiveStream(self.spec, rate)
+        index = self.free.pop()
+        for k, v in self.initial.items():
+            self.state[k].narrow(self.axis[k], index, 1).copy_(v)
+        slot = Slot(index, live)
+        self.slots[index] = slot
+        return slot
+
+    def close(self, slot: Slot) -> None:
+        """Free the slot at once (a stream that ended, failed or whose client went away)."""
+        if self.slots.pop(slot.index, None) is not None:
+            (self.released if slot.index in self.busy else self.free).append(slot.index)
+
+    @staticmethod
+    def feed(slot: Slot, chunk) -> None:
+        """The caller's samples (float array or int16 PCM bytes) into the stream's hop queue."""
+        _queue(slot, slot.live.push(chunk))
+
+    @staticmethod
+    def end(slot: Slot) -> None:
+        """No more input: queue the rest and the zeros that bring out the network's delay."""
+        _queue(slot, slot.live.push(np.zeros(0, np.float32), last=True))
+        slot.final_hops = slot.pending_hops
+
+    # -- the network -----------------------------------------------------------------------
+    def batches(self) -> list[tuple[list[Slot], int]]:
+        """The due work: (slots, hops each) groups, each one network call (slots with the same
+        number of due hops, at most ``max_hops_per_batch``, go together)."""
+        groups: dict[int, list[Slot]] = {}
+        for slot in self.slots.values():
+            if slot.pending_hops and not slot.done:
+                groups.setdefault(min(slot.pending_hops, self.max_hops), []).append(slot)
+        return [(slots, k) for k, slots in groups.items()]
+
+    @torch.inference_mode()
+    def run(self, slots: list[Slot], hops: np.ndarray) -> tuple[np.ndarray, float]:
+        """Enhance ``hops`` (one row of whole hops per slot) from the slots' state rows; the new
+        rows are written back. Returns (output rows, seconds the network took)."""
+        t0 = time.perf_counter()
+        idx = torch.tensor([s.index for s in slots], dtype=torch.long)
+        rows = {k: v.index_select(self.axis[k], idx) for k, v in self.state.items()}
+        out, new = self.model.frames(torch.from_numpy(np.ascontiguousarray(hops)), rows)
+        for k, v in new.items():
+            self.state[k].index_copy_(self.axis[k], idx, v)
+        return out.numpy(), time.perf_counter() - t0
+
+    def step(self) -> list[tuple[Slot, bytes, bool]]:
+        """Run every due hop now (a batch per group); (slot, output, is_last) per slot and batch,
+        the output in int16 PCM. Synchronous; the server runs :meth:`run` in its compute thread
+        between :meth:`prepare` and :meth:`collect`, which stay in its event loop."""
+        results = []
+        for slots, k in self.batches():
+            slots, hops = self.prepare(slots, k)
+            if slots:
+                results += self.collect(slots, k, self.run(slots, hops)[0])
+        return results
+
+    def prepare(self, slots: list[Slot], k: int) -> tuple[list[Slot], np.ndarray]:
+        """The slots still open and their next ``k`` hops; their rows are busy until :meth:`collect`."""
+        slots = [s for s in slots if self.slots.get(s.index) is s and s.pending_hops >= k]
+        self.busy.update(s.index for s in slots)
+        return slots, np.stack([s.take(k, self.hop) for s in slots]) if slots else np.zeros((0, k * self.hop), np.float32)
+
+    def collect(self, slots: list[Slot], k: int, out: np.ndarray) -> list[tuple[Slot, bytes, bool]]:
+        """The stream outputs of one batch (after :meth:`run`), in int16 PCM; frees the rows of
+        streams closed meanwhile."""
+        self.busy.clear()
+        self.free += self.released
+        self.released.clear()
+        results = []
+        for slot, y in zip(slots, out):
+            if self.slots.get(slot.index) is not slot:
+                continue  # closed while its batch ran
+            last = False
+            if slot.final_hops is not None:
+                slot.final_hops -= k
+                last = slot.final_hops <= 0
+            results.append((slot, slot.live.pull(y, last=last, pcm=True), last))
+            slot.done = slot.done or last
+        return results
+
+
+def _queue(slot: Slot, hops: np.ndarray) -> None:
+    if len(hops):
+        slot.pending.append(hops)
+        slot.pending_hops += len(hops) // slot.live.hop
