@@ -39,7 +39,9 @@ class Slot:
     live: LiveStream
     pending: list[np.ndarray] = field(default_factory=list)  # model-rate blocks of whole hops
     pending_hops: int = 0
-    final_hops: int | None = None  # after end(): the hops still to run before the stream is done
+    queued: int = 0  # hops ever queued / ever run: the stream is done when every queued hop after end() ran
+    ran: int = 0
+    final: int | None = None  # after end(): the hop count at which the stream is done
     done: bool = False
     owner: object = None  # the server's connection
 
@@ -71,18 +73,22 @@ class Engine:
         self.state = model.initial_state(max_streams, device)
         self.free = list(range(max_streams - 1, -1, -1))
         self.slots: dict[int, Slot] = {}
-        self.busy: set[int] = set()  # rows in the batch now running: not reused before it ends
-        self.released: list[int] = []
+        self.busy: set[int] = set()  # rows in the batch now running
+        self.released: list[int] = []  # rows freed while their batch runs
+        self.reopened: list[int] = []  # ... and given to a new stream meanwhile
 
     # -- streams ---------------------------------------------------------------------------
     def open(self, rate: int) -> Slot:
         """A new stream at ``rate``; ``RuntimeError`` when all ``max_streams`` slots are taken."""
-        if not self.free:
+        if not self.free and not self.released:
             raise RuntimeError(f"server full: {self.max_streams} streams")
         live = LiveStream(self.spec, rate)
-        index = self.free.pop()
-        for k, v in self.initial.items():
-            self.state[k].narrow(self.axis[k], index, 1).copy_(v)
+        if self.free:
+            index = self.free.pop()
+        else:  # a row whose stream closed while its batch runs: that batch writes it back, so reset it again after
+            index = self.released.pop()
+            self.reopened.append(index)
+        self._reset_row(index)
         slot = Slot(index, live)
         self.slots[index] = slot
         return slot
@@ -91,6 +97,10 @@ class Engine:
         """Free the slot at once (a stream that ended, failed or whose client went away)."""
         if self.slots.pop(slot.index, None) is not None:
             (self.released if slot.index in self.busy else self.free).append(slot.index)
+
+    def _reset_row(self, index: int) -> None:
+        for k, v in self.initial.items():
+            self.state[k].narrow(self.axis[k], index, 1).copy_(v)
 
     @staticmethod
     def feed(slot: Slot, chunk) -> None:
@@ -101,7 +111,7 @@ class Engine:
     def end(slot: Slot) -> None:
         """No more input: queue the rest and the zeros that bring out the network's delay."""
         _queue(slot, slot.live.push(np.zeros(0, np.float32), last=True))
-        slot.final_hops = slot.pending_hops
+        slot.final = slot.queued  # hops already taken into a running batch count too
 
     # -- the network -----------------------------------------------------------------------
     def batches(self) -> list[tuple[list[Slot], int]]:
@@ -148,14 +158,15 @@ class Engine:
         self.busy.clear()
         self.free += self.released
         self.released.clear()
+        for index in self.reopened:
+            self._reset_row(index)
+        self.reopened.clear()
         results = []
         for slot, y in zip(slots, out):
             if self.slots.get(slot.index) is not slot:
                 continue  # closed while its batch ran
-            last = False
-            if slot.final_hops is not None:
-                slot.final_hops -= k
-                last = slot.final_hops <= 0
+            slot.ran += k
+            last = slot.final is not None and slot.ran >= slot.final
             results.append((slot, slot.live.pull(y, last=last, pcm=True), last))
             slot.done = slot.done or last
         return results
@@ -165,3 +176,4 @@ def _queue(slot: Slot, hops: np.ndarray) -> None:
     if len(hops):
         slot.pending.append(hops)
         slot.pending_hops += len(hops) // slot.live.hop
+        slot.queued += len(hops) // slot.live.hop

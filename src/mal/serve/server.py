@@ -62,11 +62,13 @@ class _Conn:
     slot: Slot
     engine: Engine
     rate: int
+    transport: asyncio.Transport | None
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
     out_bytes: int = 0
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     error: tuple[int, str] | None = None
+    receiver: asyncio.Task | None = None  # the task reading the client's messages
 
 
 class Server:
@@ -121,8 +123,9 @@ class Server:
         # aiohttp's own bound on a message (beyond it: close 1009); the per-rate bound is checked below
         ws = web.WebSocketResponse(max_msg_size=int(4 * self.limits.max_message_seconds * max(RATES)) + 1024,
                                    timeout=2.0, heartbeat=None, writer_limit=WRITER_LIMIT)
+        transport = request.transport  # kept: a client that does not read loses its connection
         await ws.prepare(request)
-        sock = request.transport.get_extra_info("socket") if request.transport else None
+        sock = transport.get_extra_info("socket") if transport else None
         if sock is not None:  # a small kernel send buffer: a client that stops reading shows at once
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
@@ -133,7 +136,7 @@ class Server:
             self.m_refused.inc()
             await _fail(ws, TRY_LATER if isinstance(err, RuntimeError) else POLICY, str(err))
             return ws
-        conn = _Conn(ws, slot, engine, rate)
+        conn = _Conn(ws, slot, engine, rate, transport)
         slot.owner = conn
         conn.drained.set()
         self.conns[id(conn)] = conn
@@ -144,7 +147,9 @@ class Server:
                                           "latency_ms": round(1000 * slot.live.latency_samples / rate, 3),
                                           "model": self._name(engine), "model_rate": engine.sample_rate,
                                           "hop_ms": 1000 * engine.hop / engine.sample_rate}))
-            await self._receive(conn)
+            conn.receiver = asyncio.create_task(self._receive(conn))
+            with contextlib.suppress(asyncio.CancelledError):
+                await conn.receiver
         finally:
             engine.close(slot)
             self.conns.pop(id(conn), None)
@@ -154,7 +159,7 @@ class Server:
                 await sender
             if conn.error is not None:
                 self.m_dropped.inc()
-                await _fail(ws, *conn.error)
+                await _fail(ws, *conn.error, transport=transport)
             elif not ws.closed:
                 await ws.close(code=NORMAL)
         return ws
@@ -248,8 +253,12 @@ class Server:
                                 conn.error = (POLICY, f"output not read: over {self.limits.max_output_seconds:g} s "
                                                       f"of audio waiting for the client")
                                 conn.finished.set()
-                                conn.drained.set()
-                                asyncio.ensure_future(_abort(conn.ws))
+                                # Nothing more can reach this client (its socket is full, and a send
+                                # waiting on it cannot be cancelled): drop the connection now.
+                                if conn.transport is not None:
+                                    conn.transport.abort()
+                                if conn.receiver is not None:
+                                    conn.receiver.cancel()
                         if last:
                             conn.finished.set()
                         conn.drained.set()
@@ -279,21 +288,17 @@ class Server:
         return next(n for n, e in self.engines.items() if e is engine)
 
 
-async def _fail(ws: web.WebSocketResponse, code: int, message: str) -> None:
-    """The protocol's error: a text message, then a close with ``code`` and a short reason."""
-    if ws.closed:
-        return
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(ws.send_str(json.dumps({"type": "error", "message": message})), 1.0)
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(ws.close(code=code, message=message[:120].encode()), 2.0)
-
-
-async def _abort(ws: web.WebSocketResponse) -> None:
-    """Close a client that does not read: its socket buffer is full, so a close frame may not get through."""
-    await asyncio.sleep(0)
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(ws.close(code=POLICY, message=b"output not read"), 1.0)
+async def _fail(ws: web.WebSocketResponse, code: int, message: str, transport=None) -> None:
+    """The protocol's error: a text message, then a close with ``code`` and a short reason; a
+    client that takes neither within a second or two (not reading) loses its connection. After a
+    close handshake the client has read everything, so the connection is then dropped either way."""
+    if not ws.closed:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.send_str(json.dumps({"type": "error", "message": message})), 1.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code=code, message=message[:120].encode()), 2.0)
+    if transport is not None:
+        transport.abort()
 
 
 def _asset(name: str) -> str:
