@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     ("speed", "bench_speed.py", []),
     ("training", "bench_training.py", []),
+    ("serve", "bench_serve.py", []),
     # scoring measured beside the code before its speed-up (commit 6cb4f3b), in the same run,
     # every configuration twice, taking turns, the faster pass kept
     ("evaluate", "bench_evaluate.py", ["--baseline", "6cb4f3b"]),

@@ -29,6 +29,7 @@ import contextlib
 import hmac
 import json
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -312,3 +313,35 @@ def serve(models: dict, host: str = "127.0.0.1", port: int = 8000, limits: Limit
     print_fn(f"mal serve: http://{host}:{port}/ (page), ws://{host}:{port}/v1/stream?rate=16000; "
              f"models {', '.join(server.engines)}; at most {server.limits.max_streams} streams; Ctrl-C stops")
     web.run_app(server.app, host=host, port=port, print=None, handle_signals=True, shutdown_timeout=3.0)
+
+
+class Background:
+    """A :class:`Server` on its own event loop in a daemon thread (tests, screenshots, notebooks):
+    ``with Background(server) as url: ...``."""
+
+    def __init__(self, server: Server, host: str = "127.0.0.1", port: int = 0):
+        self.server, self.host, self.port = server, host, port
+        self._started = threading.Event()
+
+    def __enter__(self) -> str:
+        self._thread = threading.Thread(target=self._run, name="mal-serve", daemon=True)
+        self._thread.start()
+        if not self._started.wait(30):
+            raise RuntimeError("mal serve did not start within 30 s")
+        return f"http://{self.host}:{self.port}"
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(self.server.app)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, self.host, self.port)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        self._started.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.runner.cleanup())
+        self.loop.close()
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
