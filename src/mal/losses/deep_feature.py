@@ -18,10 +18,9 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mal.losses.resample import Resample
+from mal.losses.frozen import FrozenFeatureLoss
 
 SSL_RATE = 16000
 KINDS = {"wavlm": "WavLMModel", "wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel"}
@@ -38,7 +37,7 @@ def _model_class(kind: str):
     return getattr(transformers, KINDS[kind])
 
 
-class SSLFeatureLoss(nn.Module):
+class SSLFeatureLoss(FrozenFeatureLoss):
     """Mean absolute difference of frozen SSL features of clean and enhanced speech.
 
     Args:
@@ -59,7 +58,6 @@ class SSLFeatureLoss(nn.Module):
         sample_rate: int = SSL_RATE,
         normalize: bool | None = None,
     ):
-        super().__init__()
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
             if not path.is_dir():
@@ -73,12 +71,8 @@ class SSLFeatureLoss(nn.Module):
             layer = int(layer)  # "6" from a command-line override
         if layer != "conv" and not isinstance(layer, int):
             raise ValueError(f"layer must be 'conv' or an int, got {layer!r}")
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self._ssl = [model]  # a list hides it from parameters()/state_dict()/train()
-        self.layer, self.sample_rate, self.normalize = layer, int(sample_rate), bool(normalize)
-        self.resample = Resample(self.sample_rate, SSL_RATE)
+        super().__init__(model, sample_rate, SSL_RATE)
+        self.layer, self.normalize = layer, bool(normalize)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, kind: str = "wavlm", **kwargs) -> SSLFeatureLoss:
@@ -96,29 +90,17 @@ class SSLFeatureLoss(nn.Module):
     @property
     def ssl_model(self) -> nn.Module:
         """The frozen SSL network."""
-        return self._ssl[0]
-
-    def _apply(self, fn, *args, **kwargs):
-        super()._apply(fn, *args, **kwargs)
-        self._ssl[0] = self._ssl[0]._apply(fn, *args, **kwargs)
-        return self
+        return self.network
 
     def features(self, wave: Tensor) -> Tensor:
         """SSL features of ``wave`` (B, N) at ``sample_rate``."""
         x = self.resample(wave.reshape(-1, wave.shape[-1]))
         if self.normalize:
             x = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-7)
-        model = self.ssl_model
-        model.eval()
+        model = self.network
         if self.layer == "conv":
             return model.feature_extractor(x)
         return model(x, output_hidden_states=True).hidden_states[self.layer]
-
-    def forward(self, enhanced: Tensor, clean: Tensor) -> Tensor:
-        return feature_l1(self.features, enhanced, clean)
-
-    def extra_repr(self) -> str:
-        return f"{type(self.ssl_model).__name__}, layer={self.layer!r}, sample_rate={self.sample_rate}"
 
 
 def _read_do_normalize(path: Path) -> bool:
@@ -133,12 +115,3 @@ def wavlm_base_random(layer: str | int = "conv", sample_rate: int = SSL_RATE) ->
     from transformers import WavLMConfig  # optional dependency ([ssl] extra): only this benchmark model needs it
 
     return SSLFeatureLoss.from_config(WavLMConfig(), layer=layer, sample_rate=sample_rate)
-
-
-def feature_l1(features, enhanced: Tensor, clean: Tensor) -> Tensor:
-    """``mean |features(enhanced) - features(clean)|``, the clean side without gradient."""
-    if enhanced.shape != clean.shape:
-        raise ValueError(f"enhanced and clean shapes differ: {tuple(enhanced.shape)} vs {tuple(clean.shape)}")
-    with torch.no_grad():
-        target = features(clean)
-    return F.l1_loss(features(enhanced), target)

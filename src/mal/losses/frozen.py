@@ -7,9 +7,10 @@ with ``requires_grad`` off, but it follows ``.to()``.
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mal.losses.deep_feature import feature_l1
 from mal.losses.resample import Resample
 
 
@@ -45,3 +46,12 @@ class FrozenFeatureLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{type(self._net[0]).__name__}, layer={getattr(self, 'layer', None)!r}, {self.resample.extra_repr()}"
+
+
+def feature_l1(features, enhanced: Tensor, clean: Tensor) -> Tensor:
+    """``mean |features(enhanced) - features(clean)|``, the clean side without gradient."""
+    if enhanced.shape != clean.shape:
+        raise ValueError(f"enhanced and clean shapes differ: {tuple(enhanced.shape)} vs {tuple(clean.shape)}")
+    with torch.no_grad():
+        target = features(clean)
+    return F.l1_loss(features(enhanced), target)
