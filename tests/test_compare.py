@@ -69,3 +69,25 @@ def test_parse_systems_orders_noisy_first_and_checks(tmp_path):
         parse_systems(["just-a-dir"])
     with pytest.raises(ValueError, match="not a directory"):
         parse_systems([f"B={tmp_path / 'missing'}"])
+
+
+def test_missing_files_are_counted_in_the_terminal(tmp_path, capsys):
+    """A system folder lacking files says "1 of 3 file(s) missing" on stderr, not only in index.html."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for folder in ("clean", "A", "B"):
+        (tmp_path / folder).mkdir()
+    for i in range(3):
+        x = (0.1 * rng.standard_normal(8000)).astype(np.float32)
+        sf.write(tmp_path / "clean" / f"u{i}.wav", x, 16000)
+        sf.write(tmp_path / "B" / f"u{i}.wav", x, 16000)
+        if i != 2:
+            sf.write(tmp_path / "A" / f"u{i}.wav", x, 16000)
+    code = main(["compare", "--clean", str(tmp_path / "clean"), "--systems", f"A={tmp_path / 'A'}",
+                 f"B={tmp_path / 'B'}", "--metrics", "sisdr", "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "A: 1 of 3 file(s) missing: u2" in err and "B:" not in err
+    assert "A: 1 of 3 file(s) missing: u2" in (tmp_path / "out" / "index.html").read_text()  # the same words

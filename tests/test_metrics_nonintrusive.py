@@ -66,6 +66,59 @@ def test_nisqa_missing_weights_is_reported():
     assert "not found" in nisqa_unavailable(__import__("pathlib").Path("/nonexistent/nisqa.tar"))
 
 
+def test_one_nisqa_lookup_flag_then_variable_then_known_places(tmp_path, monkeypatch):
+    from mal.util import assets
+
+    work, found = tmp_path / "work", tmp_path / "shared" / "models" / "nisqa" / "nisqa.tar"
+    work.mkdir()
+    found.parent.mkdir(parents=True)
+    found.write_bytes(b"weights")
+    monkeypatch.chdir(work)  # ../shared/models/nisqa/nisqa.tar beside the working folder
+    monkeypatch.delenv(assets.ENV_WEIGHTS, raising=False)
+    assert assets.find_nisqa_weights() == found.resolve()
+    monkeypatch.setenv(assets.ENV_WEIGHTS, str(tmp_path / "env.tar"))
+    assert assets.find_nisqa_weights() == tmp_path / "env.tar"  # named, so returned even if absent
+    assert assets.find_nisqa_weights(tmp_path / "flag.tar") == tmp_path / "flag.tar"
+    monkeypatch.delenv(assets.ENV_WEIGHTS)
+    monkeypatch.setattr(assets, "nisqa_places", lambda: [tmp_path / "nowhere" / "nisqa.tar"])
+    assert assets.find_nisqa_weights() is None
+    assert str(tmp_path / "nowhere" / "nisqa.tar") in assets.nisqa_missing_reason()
+
+
+def test_the_nisqa_metric_and_loss_share_the_lookup(tmp_path, monkeypatch):
+    from mal.evaluation.metrics.nisqa import NisqaScorer
+    from mal.losses.nisqa_features import NisqaFeatureLoss
+
+    monkeypatch.setenv("MAL_NISQA_WEIGHTS", str(tmp_path / "absent.tar"))
+    for build in (NisqaScorer, NisqaFeatureLoss):
+        with pytest.raises(FileNotFoundError, match="absent.tar"):
+            build(None)
+
+
+def test_compare_scores_nisqa_where_the_weights_are_without_a_flag(tmp_path, monkeypatch):
+    """No --nisqa-weights, no $MAL_NISQA_WEIGHTS: NISQA runs when a known place has nisqa.tar."""
+    import json
+
+    import numpy as np
+
+    from mal.cli import main
+    from mal.util.assets import ENV_WEIGHTS, nisqa_places
+
+    pytest.importorskip("nisqa.NISQA_model", reason="the nisqa package is not installed")
+    if not any(p.is_file() for p in nisqa_places()):
+        pytest.skip("no nisqa.tar in the known places (../shared/models/nisqa)")
+    monkeypatch.delenv(ENV_WEIGHTS, raising=False)
+    system = tmp_path / "system"
+    system.mkdir()
+    t = np.arange(16000) / 16000
+    sf.write(system / "a.wav", (0.2 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32), 16000)
+    out = tmp_path / "out"
+    assert main(["compare", "--systems", f"S={system}", "--metrics", "nisqa", "-o", str(out), "--no-listen", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_metrics"] == {}
+    assert np.isfinite(summary["systems"]["S"]["metrics"]["NISQA-MOS"]["mean"])
+
+
 def test_dnsmos_equals_speechmos_on_peak_normalised_input(noisy):
     pytest.importorskip("speechmos.dnsmos")
     from speechmos import dnsmos as speechmos_dnsmos

@@ -101,6 +101,7 @@ def test_evaluate_cli_bad_file_skips_and_outputs(folders, tmp_path, capsys, monk
     (enhanced / "broken.wav").write_bytes(b"RIFF not really a wav")
     sf.write(clean / "broken.wav", _speechlike(9), 16000)
     monkeypatch.delenv("MAL_NISQA_WEIGHTS", raising=False)
+    monkeypatch.setattr("mal.util.assets.nisqa_places", lambda: [])  # nor in any known place
     out = tmp_path / "out"
     before = {p.name: p.read_bytes() for p in enhanced.iterdir()}
     code = main(["evaluate", "--clean", str(clean), "--enhanced", str(enhanced), "-o", str(out),

@@ -25,7 +25,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--iterations", type=int, default=150, help="enhancement passes (default 150, as the paper)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N files (paper: 200)")
     p.add_argument("--metrics", default="nisqa,dnsmos,hnr", help="comma list of nisqa, dnsmos, hnr")
-    p.add_argument("--nisqa-weights", default=None, help="NISQA weights (default $MAL_NISQA_WEIGHTS)")
+    p.add_argument("--nisqa-weights", default=None, help="NISQA weights (default $MAL_NISQA_WEIGHTS, else shared/models/nisqa/nisqa.tar "
+                                                             "in or beside the working folder or the checkout)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--score-every", type=int, default=1, help="score passes 0, 1, k, 2k, ... only (enhancement runs every pass)")
     p.add_argument("--listen-clips", type=int, default=3,
@@ -38,7 +39,7 @@ def run(args) -> int:
     from mal.audio import list_audio
     from mal.evaluation.consistency import hnr_unavailable, run_consistency
     from mal.evaluation.metrics.dnsmos import dnsmos_unavailable
-    from mal.evaluation.metrics.nisqa import nisqa_unavailable, resolve_weights
+    from mal.evaluation.metrics.nisqa import find_nisqa_weights, nisqa_unavailable
     from mal.reports.pages.consistency import write_consistency_report
     from mal.reports.tables import write_json
 
@@ -53,7 +54,7 @@ def run(args) -> int:
     unknown = set(metrics) - {"nisqa", "dnsmos", "hnr"}
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(sorted(unknown))}; choose nisqa, dnsmos, hnr")
-    weights = resolve_weights(args.nisqa_weights)
+    weights = find_nisqa_weights(args.nisqa_weights)
     skipped = {}
     if "nisqa" in metrics and (reason := nisqa_unavailable(weights)):
         skipped["nisqa"] = reason

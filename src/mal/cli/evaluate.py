@@ -20,7 +20,8 @@ def add_scoring_args(parser: argparse.ArgumentParser) -> None:
                         help="comma list of groups: pesq,stoi,estoi,sisdr,lsd,mcd,composite,dnsmos,nisqa (default all)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1)")
     parser.add_argument("--nisqa-weights", default=None,
-                        help="NISQA v2 weights (nisqa.tar); default $MAL_NISQA_WEIGHTS; NISQA is skipped without")
+                        help="NISQA v2 weights (nisqa.tar); default $MAL_NISQA_WEIGHTS, else shared/models/nisqa/"
+                             "nisqa.tar in or beside the working folder or the checkout; NISQA is skipped without")
     parser.add_argument("--level-align", choices=["none", "ls"], default="none",
                         help="'ls': scale each processed file by its least-squares gain onto the clean one before "
                              "intrusive scoring (matters for CBAK and MCD only; default none, as published tables)")
@@ -52,10 +53,10 @@ def check_output(out_dir: Path, inputs: list[str | None]) -> None:
 def scoring_options(args):
     """ScoreOptions from the shared arguments."""
     from mal.evaluation.metrics import parse_groups
-    from mal.evaluation.metrics.nisqa import resolve_weights
+    from mal.evaluation.metrics.nisqa import find_nisqa_weights
     from mal.evaluation.metrics.runner import ScoreOptions
 
-    weights = resolve_weights(args.nisqa_weights)
+    weights = find_nisqa_weights(args.nisqa_weights)
     if args.jobs < 1:
         raise ValueError("--jobs must be at least 1")
     return ScoreOptions(parse_groups(args.metrics), str(weights) if weights else None, args.level_align)

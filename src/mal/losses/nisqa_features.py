@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from mal.audio import active_speech_level
 from mal.losses.frozen import FrozenFeatureLoss
-from mal.util.assets import default_nisqa_weights
+from mal.util.assets import find_nisqa_weights
 
 NISQA_RATE = 48000  # the loss resamples to this rate (the official code uses the file's own)
 NISQA_LEVEL_DB = -26.0
@@ -98,7 +98,8 @@ class NisqaFeatureLoss(FrozenFeatureLoss):
     """L1 between NISQA v2's frame features of clean and enhanced speech.
 
     Args:
-        weights: path to ``nisqa.tar``; ``None`` looks where :func:`default_nisqa_weights` does.
+        weights: path to ``nisqa.tar``; ``None`` looks where :func:`mal.util.assets.find_nisqa_weights` does
+            (``$MAL_NISQA_WEIGHTS``, then the known places).
         layer: ``"cnn"`` = the CNN's per-segment output, ``"sa"`` = the self-attention output.
         sample_rate: rate of the waveforms given to ``forward`` (resampled to 48 kHz inside).
         normalize: bring each signal to -26 dBov active level first, as NISQA is scored.
@@ -108,7 +109,7 @@ class NisqaFeatureLoss(FrozenFeatureLoss):
                  normalize: bool = True):
         if layer not in LAYERS:
             raise ValueError(f"NISQA layer must be one of {LAYERS}, got {layer!r}")
-        weights = Path(weights) if weights is not None else default_nisqa_weights()
+        weights = find_nisqa_weights(weights)
         if weights is None or not weights.is_file():
             raise FileNotFoundError(f"NISQA weights not found ({weights}): set loss.ext.path or $MAL_NISQA_WEIGHTS to nisqa.tar")
         network, args = load_nisqa_network(weights)

@@ -1,11 +1,12 @@
 """NISQA v2 (Mittag et al. 2021) through the official code of the ``nisqa`` package.
 
 Install it without its pins (they would replace torch): ``pip install --no-deps nisqa``,
-plus what it imports: ``librosa pandas``. Weights: ``--nisqa-weights`` or ``$MAL_NISQA_WEIGHTS``
-(``nisqa.tar``, CC BY-NC-SA 4.0, never bundled). Each signal is normalised to -26 dBov
-P.56 active speech level (as in the paper), written to a temporary float WAV and scored
-by the package's own ``nisqaModel.predict`` path, so the numbers equal its command line's
-on that normalised file.
+plus what it imports: ``librosa pandas``. Weights (``nisqa.tar``, CC BY-NC-SA 4.0, never
+bundled): ``--nisqa-weights``, ``$MAL_NISQA_WEIGHTS`` or a known place, as
+:func:`mal.util.assets.find_nisqa_weights` looks. Each signal is normalised to -26 dBov P.56
+active speech level (as in the paper), written to a temporary float WAV and scored by the
+package's own ``nisqaModel.predict`` path, so the numbers equal its command line's on that
+normalised file.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mal.audio import normalize_active_level, write_audio
-from mal.util.assets import ENV_WEIGHTS, resolve_weights  # noqa: F401  (part of this module's API)
+from mal.util.assets import find_nisqa_weights, nisqa_missing_reason
 
 NISQA_LEVEL_DB = -26.0
 NISQA_METRICS = ("NISQA-MOS", "NISQA-NOI", "NISQA-DIS", "NISQA-COL", "NISQA-LOUD")
@@ -31,7 +32,7 @@ _COLUMNS = {"mos_pred": "NISQA-MOS", "noi_pred": "NISQA-NOI", "dis_pred": "NISQA
 def nisqa_unavailable(weights: Path | None, import_check: bool = True) -> str | None:
     """Why NISQA cannot run here, or None when it can (``import_check``: also import its code)."""
     if weights is None:
-        return f"no NISQA weights: pass --nisqa-weights PATH/nisqa.tar or set ${ENV_WEIGHTS}"
+        return nisqa_missing_reason()
     if not Path(weights).is_file():
         return f"NISQA weights not found at {weights}"
     if not import_check:
@@ -44,9 +45,16 @@ def nisqa_unavailable(weights: Path | None, import_check: bool = True) -> str | 
 
 
 class NisqaScorer:
-    """Loads the NISQA model once; ``score(samples, rate)`` returns the five NISQA values."""
+    """Loads the NISQA model once; ``score(samples, rate)`` returns the five NISQA values.
 
-    def __init__(self, weights: str | os.PathLike, device: str = "cpu", normalize: bool = True) -> None:
+    ``weights``: ``nisqa.tar``; None looks where :func:`mal.util.assets.find_nisqa_weights` does.
+    """
+
+    def __init__(self, weights: str | os.PathLike | None = None, device: str = "cpu", normalize: bool = True) -> None:
+        found = find_nisqa_weights(weights)
+        if reason := nisqa_unavailable(found, import_check=False):
+            raise FileNotFoundError(reason)
+        weights = found
         from nisqa.NISQA_model import nisqaModel  # start-up: the NISQA code (torch, pandas, librosa) loads only when scoring
 
         self.normalize = normalize

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -56,6 +57,7 @@ from mal.evaluation.metrics import intrusive as m
 from mal.evaluation.metrics.dnsmos import dnsmos_unavailable, scorer
 from mal.evaluation.metrics.intrusive import composite_reference, mcd_reference
 from mal.evaluation.metrics.nisqa import NisqaScorer, nisqa_unavailable
+from mal.util.assets import find_nisqa_weights
 from mal.util.progress import Progress
 
 LENGTH_TOLERANCE = 100
@@ -66,11 +68,22 @@ FAILURES = "_failures"
 
 @dataclass(frozen=True)
 class ScoreOptions:
-    """What to compute: metric groups, NISQA weights, level alignment for CBAK/MCD."""
+    """What to compute: metric groups, NISQA weights, level alignment for CBAK/MCD.
+
+    ``nisqa_weights`` None: looked up (:func:`mal.util.assets.find_nisqa_weights`) when scoring.
+    """
 
     groups: tuple[str, ...]
     nisqa_weights: str | None = None
     level_align: str = "none"
+
+
+def with_nisqa_weights(options: ScoreOptions) -> ScoreOptions:
+    """``options`` with its NISQA weights looked up when NISQA is one of its groups."""
+    if "nisqa" not in options.groups:
+        return options
+    weights = find_nisqa_weights(options.nisqa_weights)
+    return dataclasses.replace(options, nisqa_weights=str(weights) if weights else None)
 
 
 @dataclass(frozen=True)
@@ -235,10 +248,10 @@ def _load_pair(job: Job, level_align: str, with_level: bool = True) -> tuple[np.
     return processed, reference, rate, info, side
 
 
-_NISQA_SCORERS: dict[str, object] = {}
+_NISQA_SCORERS: dict[str | None, object] = {}
 
 
-def _nisqa(weights: str):
+def _nisqa(weights: str | None):
     if weights not in _NISQA_SCORERS:
         _NISQA_SCORERS[weights] = NisqaScorer(weights)
     return _NISQA_SCORERS[weights]
@@ -272,7 +285,7 @@ def compute_group(group: str, processed: np.ndarray, reference: np.ndarray | Non
     if group == "dnsmos":
         return scorer().score(processed, rate)  # one ORT thread, in any process: the same numbers for any --jobs
     if group == "nisqa":
-        return _nisqa(str(options.nisqa_weights)).score(processed, rate)
+        return _nisqa(options.nisqa_weights).score(processed, rate)
     raise ValueError(f"unknown metric group {group}")
 
 
@@ -542,6 +555,7 @@ def _feed_units(queues: dict, prefer: list[str], executor, n_workers: int, jobs:
 def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path: str | os.PathLike | None = None,
              progress: bool = True) -> RunResult:
     """Score every job (cached groups are reused), in ``n_jobs`` processes; never raises per file."""
+    options = with_nisqa_weights(options)
     cache = ScoreCache(cache_path)
     result = RunResult()
     scored: dict[int, dict] = {}
@@ -623,14 +637,31 @@ def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path
 
 def score_systems(systems: dict[str, str], clean: str | None, options: ScoreOptions, n_jobs: int = 1,
                   cache_path: str | os.PathLike | None = None, progress: bool = True) -> tuple[RunResult, dict[str, str]]:
-    """Pair and score each ``{name: folder}``; returns the result and ``{group: skip reason}``."""
+    """Pair and score each ``{name: folder}``; returns the result and ``{group: skip reason}``.
+
+    The warnings name each system's missing files: those of the clean folder (else of any
+    system) that the system's folder lacks.
+    """
+    options = with_nisqa_weights(options)
     groups, skipped = check_groups(options.groups, options.nisqa_weights, clean is not None, light=n_jobs > 1)
     usable = ScoreOptions(groups, options.nisqa_weights, options.level_align)
-    jobs, warnings = [], []
+    jobs, warnings, present = [], [], {}
     for name, folder in systems.items():
         system_jobs, system_warnings = pair_jobs(name, folder, clean)
         jobs += system_jobs
         warnings += system_warnings
+        present[name] = {Path(job.path).stem for job in system_jobs}
+    universe = sorted({p.stem for p in _some_audio(clean)} if clean is not None else set().union(*present.values()))
+    for name, have in present.items():
+        missing = [f for f in universe if f not in have]
+        if missing:
+            warnings.append(missing_line(name, missing, len(universe)))
     result = run_jobs(jobs, usable, n_jobs=n_jobs, cache_path=cache_path, progress=progress)
     result.warnings[:0] = warnings
     return result, skipped
+
+
+def missing_line(system: str, missing: list[str], total: int) -> str:
+    """``"CMGAN: 3 of 6 file(s) missing: a, b, c"`` (at most 10 named)."""
+    return (f"{system}: {len(missing)} of {total} file(s) missing: {', '.join(missing[:10])}"
+            + (" ..." if len(missing) > 10 else ""))

@@ -25,6 +25,7 @@ import numpy as np
 from mal.audio import AudioError, list_audio, read_audio
 from mal.util.files import write_text_atomic
 from mal.evaluation.metrics import METRIC_INFO
+from mal.evaluation.metrics.runner import missing_line
 from mal.evaluation.metrics.stats import SIGNIFICANCE_METHOD
 from mal.reports.pages import html, media
 
@@ -259,8 +260,7 @@ def _problems(summary: dict, names: list[str], universe: list[str], listings: di
     for s in names:
         missing = [f for f in universe if f not in listings[s]]
         if missing:
-            out.append(f"{s}: {len(missing)} of {len(universe)} file(s) missing: {', '.join(missing[:10])}"
-                       + (" ..." if len(missing) > 10 else ""))
+            out.append(missing_line(s, missing, len(universe)))  # the terminal's warning, word for word
         extra = sorted(set(listings[s]) - set(universe)) if clean_files else []
         if extra:
             out.append(f"{s}: {len(extra)} file(s) without a clean reference: {', '.join(extra[:10])}")
