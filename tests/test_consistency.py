@@ -83,3 +83,21 @@ def test_a_diverging_model_is_reported_per_file_and_pass_not_as_a_bad_file(tmp_p
     hnr = result.curves["explode"]["HNR"]
     assert all(np.isfinite(hnr[:4])) and all(np.isnan(hnr[4:]))
     assert all(np.isfinite(result.curves["identity"]["HNR"]))
+
+
+def test_page_shows_the_last_pass_links_the_spectrograms_and_names_clips_by_file(tmp_path, capsys):
+    for name, f0 in (("alpha", 120), ("beta", 150)):
+        sf.write(tmp_path / f"{name}.wav", _vowel(seconds=0.5, f0=f0), 16000)
+    inputs = sorted(tmp_path.glob("*.wav"))
+    out = tmp_path / "out"
+    result = run_consistency({"identity": lambda x, sr: x}, inputs, iterations=5, out_dir=out, metrics=("hnr",))
+    err = capsys.readouterr().err
+    assert "consistency: 12/12 passes" in err and "passs" not in err  # the plain progress line off a terminal
+    assert result.passes == (1, 5)  # of 1, 10, 100: those run, and the last
+    _, page = write_consistency_report(result, out)
+    text = page.read_text()
+    assert "identity: 1 pass" in text and "identity: 5 passes" in text
+    assert "href='spectrograms.png'" in text and "src='spectrograms.png'" in text
+    clips = sorted(p.name for p in (out / "listen").iterdir() if p.is_dir())
+    assert clips == ["alpha", "beta"]
+    assert len(list((out / "listen" / "alpha").glob("*.flac"))) == 3  # input, 1 and 5 passes

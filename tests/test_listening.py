@@ -157,8 +157,8 @@ def test_consistency_page_has_passes_per_model(tmp_path):
     assert "identity: 1 pass" in panel and "identity: 10 passes" in panel and "100 passes" not in panel
     assert panel.count("<audio") == 4  # input, identity 1 and 10, explode 1
     assert "output not finite after 4 passes" in panel
-    played, _ = sf.read(tmp_path / "out" / "listen" / "clip00" / "02_identity_10_passes.flac", dtype="float32")
-    first, _ = sf.read(tmp_path / "out" / "listen" / "clip00" / "00_input.flac", dtype="float32")
+    played, _ = sf.read(tmp_path / "out" / "listen" / "clip0" / "02_identity_10_passes.flac", dtype="float32")
+    first, _ = sf.read(tmp_path / "out" / "listen" / "clip0" / "00_input.flac", dtype="float32")
     assert np.array_equal(played, first)  # identity: same gain for every pass
 
 

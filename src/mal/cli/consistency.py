@@ -4,9 +4,9 @@
 
 Each file of DIR is enhanced, the output fed back in, N times, per model. Writes
 OUT_DIR/curves.csv (mean NISQA, DNSMOS OVRL and HNR per pass), curves.png,
-spectrograms.png (input, 1, 10, 100 passes), consistency.json (settings, skipped metrics) and
-index.html: the listening page (audio and spectrograms of the first --listen-clips clips
-after 1, 10, 100 passes, per model).
+spectrograms.png (input, 1, 10, 100 and the last pass), consistency.json (settings, skipped
+metrics) and index.html: the listening page (both figures; audio and spectrograms of the first
+--listen-clips clips after 1, 10, 100 and the last pass, per model, in listen/<file id>/).
 """
 
 from __future__ import annotations

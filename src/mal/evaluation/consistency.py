@@ -92,8 +92,9 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
 
     ``score_every=k`` scores passes 0, 1, k, 2k, ... and the last (enhancing still runs every
     pass): the metrics cost far more than the enhancement. The result keeps the outputs after
-    ``spectrogram_passes`` of the first ``listen_clips`` inputs (None: all; 0: only the first,
-    for the spectrogram figure) for :func:`mal.reports.pages.consistency.write_consistency_report`.
+    ``spectrogram_passes`` (those run) and after the last pass, of the first ``listen_clips``
+    inputs (None: all; 0: only the first, for the spectrogram figure), for
+    :func:`mal.reports.pages.consistency.write_consistency_report`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ def run_consistency(models: dict[str, EnhanceFn], inputs: list[Path], iterations
             errors.append(str(err))
     if not signals:
         raise ValueError("no readable input files")
-    passes = tuple(p for p in spectrogram_passes if p <= iterations)
+    passes = tuple(sorted({p for p in spectrogram_passes if 0 < p <= iterations} | ({iterations} if iterations > 0 else set())))
     score_at = {0, 1, iterations, *range(0, iterations + 1, max(1, score_every)), *passes}
     per_file = {name: np.full((len(scorers), iterations + 1, len(signals)), np.nan) for name in models}
     kept = len(signals) if listen_clips is None else min(listen_clips, len(signals))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from html import escape
@@ -120,14 +119,10 @@ def select_files(gains: dict[str, float], universe: list[str], named: list[str],
     return Selection(list(reasons), reasons, gains, system, metric)
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "x"
-
-
 def _file_media(stage: Path, file_id: str, sources: list[tuple[str, Path | None, str]], bars: dict[str, str],
                 noisy: str | None) -> tuple[str, list[html.SignalView], str]:
     """Write one file's audio and images into ``stage/<id>/``; return (meta html, signal views, folder name)."""
-    folder_name = _safe(file_id)
+    folder_name = media.safe_name(file_id)
     folder = stage / folder_name
     folder.mkdir(parents=True, exist_ok=True)
     loaded: list[tuple[str, np.ndarray | None, int, str]] = []
@@ -181,7 +176,7 @@ def write_compare_page(out_dir: str | os.PathLike, systems: dict[str, str], clea
             why = ", ".join(selection.reasons[file_id])
             gain = selection.gains.get(file_id)
             gain_text = f"; gain {gain:+.3f}" if gain is not None else ""
-            panels.append(html.panel(f"f-{_safe(file_id)}", f"{file_id} ({why}{gain_text})", meta, views,
+            panels.append(html.panel(f"f-{media.safe_name(file_id)}", f"{file_id} ({why}{gain_text})", meta, views,
                                      "difference to clean (dB)" if clean else "(no clean reference)", "Clean"))
     selection.files = kept
     body = _body(summary, comparisons, columns, names, reference, rows, universe, listings, clean_files, selection,
@@ -296,7 +291,7 @@ def _per_file_tables(rows: list[dict], columns: list[str], names: list[str], uni
                 else:
                     v = row.get(c, math.nan)
                     cells.append(f"<td data-v='{html.data_value(v)}' title='{escape(row.get('notes') or '')}'>{html.number(v)}</td>")
-            href = f" data-href='#f-{_safe(f)}'" if listen else ""
+            href = f" data-href='#f-{media.safe_name(f)}'" if listen else ""
             body.append(f"<tr{href}>{''.join(cells)}</tr>")
         out.append(f"<div data-metric-table='{escape(c)}'><table class='sortable per-file'><thead><tr>{head}</tr></thead>"
                    f"<tbody>{''.join(body)}</tbody></table></div>")

@@ -1,6 +1,6 @@
-"""The listening page of ``mal consistency``: curves per model, and per clip the audio and
-spectrograms of the input and of each model's output after 1, 10 and 100 passes (the
-paper's Fig. 1). One playback gain per clip (from the input, see ``media``), the same for
+"""The listening page of ``mal consistency``: curves per model, the spectrogram figure, and per
+clip (a folder named by its file id) the audio and spectrograms of the input and of each
+model's output after 1, 10, 100 and the last pass (the paper's Fig. 1). One playback gain per clip (from the input, see ``media``), the same for
 every model and pass; spectrograms share the clip's scale; difference = dB(output) - dB(input).
 """
 
@@ -23,7 +23,7 @@ TABLE_PASSES = (0, 1, 10, 100)
 
 
 def write_consistency_report(result: ConsistencyResult, out_dir: Path) -> tuple[list[Path], Path | None]:
-    """curves.png, spectrograms.png (the first clip) and, with listening clips, index.html."""
+    """curves.png, spectrograms.png (the first clip) and, with listening clips, index.html linking both."""
     out_dir = Path(out_dir)
     name, rate, first = result.clips[0]
     figures = [_plot_curves(out_dir / "curves.png", result.curves),
@@ -31,7 +31,8 @@ def write_consistency_report(result: ConsistencyResult, out_dir: Path) -> tuple[
     page = None
     if result.listen_clips:
         page = write_consistency_page(out_dir, result.curves, result.clips[: result.listen_clips], result.passes,
-                                      result.iterations, result.diverged, result.errors)
+                                      result.iterations, result.diverged, result.errors,
+                                      spectrograms=(figures[1].name, Path(name).name))
     return figures, page
 
 
@@ -41,13 +42,20 @@ def _passes_label(it: int) -> str:
 
 def write_consistency_page(out_dir: Path, curves: dict[str, dict[str, list[float]]],
                            clips: list[tuple[str, int, dict[str, dict[int, np.ndarray]]]], passes: tuple[int, ...],
-                           iterations: int, diverged: dict[str, dict[str, int]], errors: list[str]) -> Path:
-    """Write ``out_dir/index.html`` and ``out_dir/listen/``; ``clips`` = (path, rate, {model: {pass: samples}})."""
+                           iterations: int, diverged: dict[str, dict[str, int]], errors: list[str],
+                           spectrograms: tuple[str, str] | None = None) -> Path:
+    """Write ``out_dir/index.html`` and ``out_dir/listen/<file id>/``; ``clips`` = (path, rate, {model: {pass: samples}}).
+
+    ``spectrograms``: (figure file in ``out_dir``, the clip it shows), shown and linked.
+    """
     panels = []
     with media.staged_folder(out_dir / MEDIA_FOLDER) as stage:
         bars = {k: f"{MEDIA_FOLDER}/{v}" for k, v in media.colour_bars(stage).items()}
-        for k, (path, rate, outputs) in enumerate(clips):
-            folder_name = f"clip{k:02d}"
+        for path, rate, outputs in clips:
+            folder_name = base = media.safe_name(Path(path).stem)
+            k = 2
+            while (stage / folder_name).exists():  # two inputs with one id (in subfolders)
+                folder_name, k = f"{base}-{k}", k + 1
             (stage / folder_name).mkdir()
             input_signal = next(iter(outputs.values()))[0]
             signals: list[tuple[str, np.ndarray | None, str]] = [("input", input_signal, "")]
@@ -58,12 +66,17 @@ def write_consistency_page(out_dir: Path, curves: dict[str, dict[str, list[float
                     signals.append((f"{model}: {_passes_label(it)}", snaps.get(it), "" if it in snaps else note))
             meta, views = media.render_signals(stage / folder_name, f"{MEDIA_FOLDER}/{folder_name}", signals, rate,
                                                "input", "input", bars)
-            panels.append(html.panel(f"clip-{k}", Path(path).name, meta, views, "difference to input (dB)", "input"))
+            panels.append(html.panel(f"clip-{folder_name}", Path(path).name, meta, views, "difference to input (dB)", "input"))
+    figure_links = f", <a href='{escape(spectrograms[0])}'>{escape(spectrograms[0])}</a>" if spectrograms else ""
     body = ["<p class='legend'>Each clip is enhanced, the output fed back in, again and again, per model "
             f"({iterations} passes). Also here: <a href='curves.csv'>curves.csv</a>, "
-            "<a href='consistency.json'>consistency.json</a>.</p>",
+            f"<a href='consistency.json'>consistency.json</a>, <a href='curves.png'>curves.png</a>{figure_links}.</p>",
             "<h2>Mean per pass</h2>", _curve_table(curves, iterations),
             "<div class='charts'><img src='curves.png' alt='curves'></div>"]
+    if spectrograms:
+        body += [f"<h2>Spectrograms of {escape(spectrograms[1])}</h2>",
+                 f"<div class='charts'><a href='{escape(spectrograms[0])}'><img src='{escape(spectrograms[0])}' "
+                 "alt='spectrograms'></a></div>"]
     problems = [f"could not be read: {e}" for e in errors]
     problems += [f"{model}: {Path(f).name} not finite after {p} passes" for model, files in diverged.items() for f, p in files.items()]
     if problems:

@@ -40,6 +40,11 @@ MAX_IMAGE_COLUMNS = 1200
 AUDIO_EXTENSION = ".flac"  # lossless, about half of 16-bit WAV; every current browser plays it
 
 
+def safe_name(name: str) -> str:
+    """``name`` as a folder name and URL fragment: letters, digits, ``._-`` kept, the rest ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "x"
+
+
 def playback_gain(reference: np.ndarray, rate: int, signals: list[np.ndarray]) -> float:
     """One gain for all ``signals`` of a file: P.56 level of ``reference`` to -26 dBov, no peak over 0.98."""
     level = active_speech_level(reference, rate)
