@@ -91,3 +91,58 @@ def test_missing_files_are_counted_in_the_terminal(tmp_path, capsys):
     assert code == 0
     assert "A: 1 of 3 file(s) missing: u2" in err and "B:" not in err
     assert "A: 1 of 3 file(s) missing: u2" in (tmp_path / "out" / "index.html").read_text()  # the same words
+
+
+def test_compare_report_has_a_clean_row(tmp_path, capsys):
+    """The clean files scored by the non-intrusive metrics, after Noisy, blank on the intrusive ones."""
+    import csv
+
+    import numpy as np
+    import soundfile as sf
+
+    from mal.evaluation.metrics.dnsmos import dnsmos_unavailable
+
+    if reason := dnsmos_unavailable():
+        pytest.skip(f"DNSMOS: {reason}")
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    for folder in ("clean", "noisy", "A"):
+        (tmp_path / folder).mkdir()
+    for i in range(2):
+        x = (0.2 * np.sin(2 * np.pi * (140 + 20 * i) * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+        sf.write(tmp_path / "clean" / f"u{i}.wav", x, 16000)
+        sf.write(tmp_path / "noisy" / f"u{i}.wav", x + 0.05 * rng.standard_normal(len(x)).astype(np.float32), 16000)
+        sf.write(tmp_path / "A" / f"u{i}.wav", x + 0.01 * rng.standard_normal(len(x)).astype(np.float32), 16000)
+    out = tmp_path / "out"
+    code = main(["compare", "--clean", str(tmp_path / "clean"), "--systems", f"A={tmp_path / 'A'}",
+                 f"Noisy={tmp_path / 'noisy'}", "--metrics", "sisdr,dnsmos", "-o", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["systems"]) == ["Noisy", "Clean", "A"] and summary["clean_reference"] == "Clean"
+    clean = summary["systems"]["Clean"]
+    assert clean["n_files"] == 2 and clean["metrics"]["SI-SDR"]["n"] == 0 and clean["metrics"]["DNSMOS-OVRL"]["n"] == 2
+    assert "Clean" not in summary["comparisons"]  # a reference, not a system under test
+    assert sum(r["system"] == "Clean" for r in csv.DictReader((out / "per_file.csv").open())) == 2
+
+    table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")]
+    assert table[1].startswith("| Noisy |") and table[2].startswith("| Clean | 2 | - | ")
+    assert "Clean = the clean reference files themselves" in (out / "report.md").read_text()
+    page = (out / "index.html").read_text()
+    assert "<tr class='clean pinned'><td>Clean</td>" in page
+    sisdr_table = page.split("data-metric-table='SI-SDR'")[1].split("</thead>")[0]
+    ovrl_table = page.split("data-metric-table='DNSMOS-OVRL'")[1].split("</thead>")[0]
+    assert "<th>Clean</th>" not in sisdr_table and "<th>Noisy</th><th>Clean</th><th>A</th>" in ovrl_table
+    assert any(line.startswith("Clean ") and " - " in line for line in printed.splitlines())  # the terminal table
+
+    # a system may not take the Clean row's name
+    assert main(["compare", "--clean", str(tmp_path / "clean"), "--systems", f"clean={tmp_path / 'A'}",
+                 "--metrics", "sisdr", "-o", str(tmp_path / "out2"), "--quiet"]) == 2
+
+
+def test_clean_rows_get_every_non_intrusive_group():
+    from mal.evaluation.metrics.runner import Job, job_groups
+
+    groups = ("pesq", "sisdr", "dnsmos", "nisqa", "a_new_non_intrusive_metric")
+    assert job_groups(Job("Clean", "c.wav"), groups) == ("dnsmos", "nisqa", "a_new_non_intrusive_metric")
+    assert job_groups(Job("A", "a.wav", "c.wav"), groups) == groups

@@ -108,3 +108,59 @@ def test_a_default_pointer_loads_the_named_public_model(tmp_path, monkeypatch):
     (tmp_path / "default.yaml").write_text("public: deepfilternet9\n")
     with pytest.raises(ValueError, match="default.yaml: 'public' must be one of"):
         store.load_model(None)
+
+
+def _summary_with_clean(systems: list[str], metrics: list[str], intrusive: set[str]) -> dict:
+    """A summary.json as ``mal compare`` writes it, with the clean references' row (nulls where not scored)."""
+    def stats(value):
+        return {"mean": value, "std": 0.1, "ci95": [value - 0.1, value + 0.1], "n": 3}
+
+    none = {"mean": None, "std": None, "ci95": [None, None], "n": 0}
+    table = {s: {"n_files": 3, "metrics": {m: (none if s == "Clean" and m in intrusive else stats(2.0 + k))
+                                           for m in metrics}} for k, s in enumerate(systems)}
+    return {"ci_method": "t", "clean_reference": "Clean", "systems": table, "comparisons": {}}
+
+
+def _load_recipe_module(folder: str, name: str):
+    import sys
+
+    sys.path.insert(0, str(REPO / "recipes" / folder))
+    try:
+        spec = importlib.util.spec_from_file_location(f"{name}_test", REPO / "recipes" / folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "recipes" / folder))
+    return module
+
+
+def test_recipe_reports_have_the_clean_row_after_noisy(tmp_path):
+    import json
+
+    intrusive = {"WB-PESQ", "ESTOI", "SI-SDR", "LSD", "MCD"}
+    metrics = ["NISQA-MOS", "DNSMOS-OVRL", "DNSMOS-SIG", *intrusive]
+    sets = ["in-domain", "vbd-test"]
+    cpu = _load_recipe_module("paper_cpu", "recipe_report")
+    pretrained = _load_recipe_module("paper_pretrained", "pretrained_report")
+    meta = {"command": "test", "minutes": 1, "model": "m", "stage1_epochs": 1, "stage1_mixtures_per_epoch": 1,
+            "finetune_epochs": 1, "finetune_mixtures_per_epoch": 1, "finetune_steps": 1, "batch": 1,
+            "segment_seconds": 1, "lr": 1e-5, "lr_schedule": "s", "warmup_steps": 0, "mal_balance_batches": 1}
+    for module, systems, write in (
+            (cpu, ["Noisy", "baseline-continued", "Clean"], lambda out: cpu.write_report(out, sets, ["baseline-continued"], [], meta)),
+            (pretrained, ["Noisy", "DFN3-public", "DFN3-baseline-continued", "Clean"],
+             lambda out: pretrained.write_report(out, sets, ["DFN3"], {"DFN3": ["baseline-continued"]}, meta, {}, None))):
+        out = tmp_path / module.__name__
+        for test_set in sets:
+            (out / test_set).mkdir(parents=True)
+            (out / test_set / "summary.json").write_text(json.dumps(_summary_with_clean(systems, metrics, intrusive)))
+        lines = write(out).read_text().splitlines()
+        header = next(line for line in lines if line.startswith("| system |")).split(" | ")
+        noisy = next(i for i, line in enumerate(lines) if line.startswith("| Noisy |"))
+        clean = lines[noisy + 1].split(" | ")
+        assert clean[0] == "| Clean", module.__name__
+        pesq = next(i for i, h in enumerate(header) if h.startswith("WB-PESQ"))
+        nisqa = next(i for i, h in enumerate(header) if h.startswith("NISQA"))
+        scored = f"{2.0 + systems.index('Clean'):.2f} ["
+        assert clean[pesq] == "-" and clean[nisqa].startswith(scored)  # blank where intrusive, scored otherwise
+        assert sum(line.startswith("| Clean |") for line in lines) == 1
+        assert "Clean = the clean reference files themselves" in "\n".join(lines)

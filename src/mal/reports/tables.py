@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mal.util.files import atomic_path, write_text_atomic  # noqa: F401  (write_text_atomic re-exported)
 from mal.evaluation.metrics import METRIC_INFO
-from mal.evaluation.metrics.stats import SIGNIFICANCE_METHOD
+from mal.evaluation.metrics.stats import SIGNIFICANCE_METHOD, with_clean_row
 
 ALPHA = 0.05
 
@@ -102,7 +102,8 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
 
 
 def bar_charts(out_dir: Path, summary: dict, columns: list[str], systems: list[str]) -> list[str]:
-    """One PNG per metric: mean per system with 95 % CI error bars; returns file names."""
+    """One PNG per metric: mean per system with 95 % CI error bars (systems without a value left
+    out: the Clean row on intrusive metrics); returns file names."""
     import matplotlib  # start-up: matplotlib takes about 0.4 s to import, only the plots need it
 
     matplotlib.use("Agg")
@@ -110,15 +111,17 @@ def bar_charts(out_dir: Path, summary: dict, columns: list[str], systems: list[s
 
     names = []
     for c in columns:
-        stats = [summary["systems"][s]["metrics"][c] for s in systems]
+        shown = [s for s in systems if summary["systems"][s]["metrics"][c]["n"]]
+        stats = [summary["systems"][s]["metrics"][c] for s in shown]
         means = [st["mean"] if st["n"] else math.nan for st in stats]
         if not any(math.isfinite(m) for m in means):
             continue
         errors = [[_finite_or_zero(m - st["ci95"][0]) for m, st in zip(means, stats)],
                   [_finite_or_zero(st["ci95"][1] - m) for m, st in zip(means, stats)]]
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(systems) + 1.5), 3.2))
-        ax.bar(range(len(systems)), means, yerr=errors, capsize=3, color="#4C72B0")
-        ax.set_xticks(range(len(systems)), systems, rotation=35, ha="right")
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(shown) + 1.5), 3.2))
+        colours = ["#8C8C8C" if s == summary.get("clean_reference") else "#4C72B0" for s in shown]  # Clean: grey
+        ax.bar(range(len(shown)), means, yerr=errors, capsize=3, color=colours)
+        ax.set_xticks(range(len(shown)), shown, rotation=35, ha="right")
         ax.set_ylabel(METRIC_INFO[c].label + (f" ({METRIC_INFO[c].unit})" if METRIC_INFO[c].unit else ""))
         ax.set_title(METRIC_INFO[c].label + (" (higher is better)" if METRIC_INFO[c].higher_is_better else " (lower is better)"))
         ax.grid(axis="y", alpha=0.3)
@@ -144,10 +147,12 @@ def write_report(out_dir: str | os.PathLike, summary: dict, comparisons: dict, c
                  listening_page: str | None = None) -> tuple[Path, Path]:
     """Write report.md and report.html (with PNG charts) into ``out_dir``; return both paths.
 
-    ``listening_page``: the listening report's file name in ``out_dir``, linked from both.
+    ``listening_page``: the listening report's file name in ``out_dir``, linked from both. The
+    summary's clean reference row (``clean_reference``), if any, comes after Noisy.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    systems = with_clean_row(systems, summary)
     charts = bar_charts(out_dir, summary, columns, systems)
     header, body = _table(summary, comparisons, columns, systems)
     sig_header = ["System", "Metric", "Pairs", f"Δ vs {reference}", "Δ 95% CI (bootstrap)", "p", "p (BH)"]
@@ -156,6 +161,8 @@ def write_report(out_dir: str | os.PathLike, summary: dict, comparisons: dict, c
     legend = (f"Mean ± half-width of the {summary['ci_method']}. Files = files scored for that system. "
               f"▲/▼: significantly better/worse than **{reference}** (p < {ALPHA} after adjustment); "
               f"test: {SIGNIFICANCE_METHOD}; paired on the files both systems have.")
+    if summary.get("clean_reference"):
+        legend += " " + clean_legend(summary["clean_reference"])
 
     link = (f"Listen, sort and drill down per file: [{listening_page}]({listening_page}) "
             "(audio, spectrograms, per-file tables; open it in a browser)." if listening_page else "")
@@ -185,6 +192,12 @@ def write_report(out_dir: str | os.PathLike, summary: dict, comparisons: dict, c
     html_path = out_dir / "report.html"
     write_text_atomic(html_path, "\n".join(parts))
     return md_path, html_path
+
+
+def clean_legend(name: str) -> str:
+    """What the clean reference row is, for a table's legend."""
+    return (f"{name} = the clean reference files themselves, scored by the non-intrusive metrics: where the "
+            "targets stand (the intrusive metrics compare with them, so their cells are blank).")
 
 
 def _notes(summary: dict) -> list[str]:

@@ -95,6 +95,11 @@ class Job:
     reference: str | None = None
 
 
+def job_groups(job: Job, groups: tuple[str, ...]) -> tuple[str, ...]:
+    """The groups ``job`` computes: all of ``groups``, or without a reference the non-intrusive ones."""
+    return groups if job.reference is not None else tuple(g for g in groups if g not in INTRUSIVE_GROUPS)
+
+
 @dataclass
 class RunResult:
     """Rows (one dict per scored file), bad files (one-line messages), and warnings."""
@@ -567,7 +572,7 @@ def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path
         except OSError as err:
             errors[i] = f"{job.path}: {_one_line(err)}"
             continue
-        missing = tuple(g for g in options.groups if have[g] is None)
+        missing = tuple(g for g in job_groups(job, options.groups) if have[g] is None)
         scored[i] = {g: v for g, v in have.items() if v is not None}
         if missing or have[INFO_GROUP] is None:
             todo.append((i, missing))
@@ -636,11 +641,14 @@ def run_jobs(jobs: list[Job], options: ScoreOptions, n_jobs: int = 1, cache_path
 
 
 def score_systems(systems: dict[str, str], clean: str | None, options: ScoreOptions, n_jobs: int = 1,
-                  cache_path: str | os.PathLike | None = None, progress: bool = True) -> tuple[RunResult, dict[str, str]]:
+                  cache_path: str | os.PathLike | None = None, progress: bool = True,
+                  clean_row: str | None = None) -> tuple[RunResult, dict[str, str]]:
     """Pair and score each ``{name: folder}``; returns the result and ``{group: skip reason}``.
 
-    The warnings name each system's missing files: those of the clean folder (else of any
-    system) that the system's folder lacks.
+    ``clean_row``: also score the clean files themselves, as rows of the system of that name,
+    by every non-intrusive group (none run: no such rows), so a table shows where the targets
+    stand; their intrusive metrics are NaN. The warnings name each system's missing files:
+    those of the clean folder (else of any system) that the system's folder lacks.
     """
     options = with_nisqa_weights(options)
     groups, skipped = check_groups(options.groups, options.nisqa_weights, clean is not None, light=n_jobs > 1)
@@ -651,11 +659,16 @@ def score_systems(systems: dict[str, str], clean: str | None, options: ScoreOpti
         jobs += system_jobs
         warnings += system_warnings
         present[name] = {Path(job.path).stem for job in system_jobs}
-    universe = sorted({p.stem for p in _some_audio(clean)} if clean is not None else set().union(*present.values()))
+    clean_files = _some_audio(clean) if clean is not None else []
+    universe = sorted({p.stem for p in clean_files} if clean is not None else set().union(*present.values()))
     for name, have in present.items():
         missing = [f for f in universe if f not in have]
         if missing:
             warnings.append(missing_line(name, missing, len(universe)))
+    if clean_row and clean_files and job_groups(Job(clean_row, ""), groups):
+        if clean_row in systems:
+            raise ValueError(f"a system is named {clean_row!r}: that is the clean references' row")
+        jobs += [Job(clean_row, str(p)) for p in clean_files]
     result = run_jobs(jobs, usable, n_jobs=n_jobs, cache_path=cache_path, progress=progress)
     result.warnings[:0] = warnings
     return result, skipped

@@ -14,6 +14,7 @@ import numpy as np
 
 from mal.evaluation.metrics import GROUPS
 
+CLEAN_ROW = "Clean"  # the clean references' own row in mal compare's tables (non-intrusive metrics only)
 SIGNIFICANCE_METHOD = "Wilcoxon signed-rank (two-sided, paired by file), Benjamini-Hochberg adjusted"
 CI_METHOD = "95% Student-t interval of the mean"
 
@@ -73,11 +74,18 @@ def adjust_pvalues(pvalues: list[float]) -> list[float]:
 
 
 def build_summary(rows: list[dict], columns: list[str], systems: list[str], skipped: dict[str, str],
-                  errors: list[str], warnings: list[str], level_align: str) -> dict:
-    """summary.json content: per system and metric mean, std, 95 % CI, n; notes on skips."""
+                  errors: list[str], warnings: list[str], level_align: str, clean_row: str | None = None) -> dict:
+    """summary.json content: per system and metric mean, std, 95 % CI, n; notes on skips.
+
+    ``clean_row``: the name of the clean references' rows (see ``score_systems``), when
+    ``rows`` has some: an entry after Noisy (else first), named by ``clean_reference``.
+    """
     out: dict = {"ci_method": CI_METHOD, "level_align": level_align, "systems": {},
                  "skipped_metrics": {f"{g} ({', '.join(GROUPS[g])})": reason for g, reason in skipped.items()},
                  "bad_files": errors, "warnings": warnings}
+    if clean_row and any(r["system"] == clean_row for r in rows):
+        out["clean_reference"] = clean_row
+        systems = insert_after_noisy(list(systems), clean_row)
     for system in systems:
         mine = [r for r in rows if r["system"] == system]
         levels = [r["level_db"] for r in mine if math.isfinite(r.get("level_db", math.nan))]
@@ -89,6 +97,20 @@ def build_summary(rows: list[dict], columns: list[str], systems: list[str], skip
                                  "(level-normalised output?): CBAK and MCD depend on level, see --level-align ls")
         out["systems"][system] = entry
     return out
+
+
+def with_clean_row(systems: list[str], summary: dict) -> list[str]:
+    """``systems`` in table order: with the summary's clean reference row, if any, after Noisy (else first)."""
+    clean = summary.get("clean_reference")
+    if not clean or clean not in summary.get("systems", {}) or clean in systems:
+        return list(systems)
+    return insert_after_noisy(list(systems), clean)
+
+
+def insert_after_noisy(systems: list[str], name: str) -> list[str]:
+    """``systems`` with ``name`` after the Noisy row (else first)."""
+    at = next((i + 1 for i, s in enumerate(systems) if s.lower() == "noisy"), 0)
+    return [*systems[:at], name, *systems[at:]]
 
 
 def compare_to_reference(rows: list[dict], columns: list[str], systems: list[str], reference: str) -> dict:

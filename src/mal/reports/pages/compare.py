@@ -25,8 +25,9 @@ from mal.audio import AudioError, list_audio, read_audio
 from mal.util.files import write_text_atomic
 from mal.evaluation.metrics import METRIC_INFO
 from mal.evaluation.metrics.runner import missing_line
-from mal.evaluation.metrics.stats import SIGNIFICANCE_METHOD
+from mal.evaluation.metrics.stats import SIGNIFICANCE_METHOD, insert_after_noisy, with_clean_row
 from mal.reports.pages import html, media
+from mal.reports.tables import clean_legend
 
 SELECTION_METRICS = ("WB-PESQ", "SI-SDR", "ESTOI", "STOI", "DNSMOS-OVRL", "NISQA-MOS")
 DEFAULT_MAX_BYTES = 20_000_000
@@ -222,15 +223,16 @@ def _body(summary: dict, comparisons: dict, columns: list[str], names: list[str]
     body = [f"<p class='legend'>Mean [{escape(summary['ci_method'])}]; Files = files scored; bold = best mean per column; "
             f"▲/▼ significantly better/worse than <b>{escape(reference)}</b> (adjusted p &lt; {alpha}; {escape(SIGNIFICANCE_METHOD)}). "
             "Click a column title to sort. Also here: <a href='report.md'>report.md</a>, <a href='per_file.csv'>per_file.csv</a>, "
-            "<a href='summary.json'>summary.json</a>.</p>",
-            "<h2>Summary</h2>", html.summary_table(summary, comparisons, columns, names, alpha)]
+            "<a href='summary.json'>summary.json</a>."
+            + (f" {escape(clean_legend(summary['clean_reference']))}" if summary.get("clean_reference") else "") + "</p>",
+            "<h2>Summary</h2>", html.summary_table(summary, comparisons, columns, with_clean_row(names, summary), alpha)]
     problems = _problems(summary, names, universe, listings, clean_files, selection)
     if problems:
         body += ["<h2>Problems: what is missing</h2><ul class='problems'>", *[f"<li>{escape(p)}</li>" for p in problems], "</ul>"]
     charts = sorted(c for c in _chart_names(columns))
     if charts:
         body += ["<h2>Charts</h2><div class='charts'>", *[f"<img src='{c}' alt='{c}'>" for c in charts], "</div>"]
-    body += _per_file_tables(rows, columns, names, universe, selection, noisy)
+    body += _per_file_tables(rows, columns, names, universe, selection, noisy, summary.get("clean_reference"))
     body += [f"<h2 id='listen'>Listening ({len(panels)} file{'s' if len(panels) != 1 else ''})</h2>",
              f"<p class='hint'>{escape(html.KEY_HINT)}</p>",
              f"<p class='legend'>Playback level: one gain per file, the same for every signal of that file: it brings "
@@ -266,8 +268,9 @@ def _problems(summary: dict, names: list[str], universe: list[str], listings: di
 
 
 def _per_file_tables(rows: list[dict], columns: list[str], names: list[str], universe: list[str], selection: Selection,
-                     noisy: str | None) -> list[str]:
-    """One sortable table per metric (a selector shows one), files sorted worst gain first."""
+                     noisy: str | None, clean: str | None = None) -> list[str]:
+    """One sortable table per metric (a selector shows one), files sorted worst gain first; the
+    ``clean`` reference rows' column after Noisy on the metrics it has values of."""
     values = {(r["system"], r["file"]): r for r in rows}
     order = sorted(universe, key=lambda f: (selection.gains.get(f, math.inf), f))
     options = "".join(f"<option value='{escape(c)}'{' selected' if c == selection.metric else ''}>{escape(METRIC_INFO[c].label)}</option>"
@@ -277,14 +280,16 @@ def _per_file_tables(rows: list[dict], columns: list[str], names: list[str], uni
            "A row with ▶ opens its listening panel.</p>",
            f"<label>Metric: <select id='metric-select'>{options}</select></label>"]
     for c in columns:
-        head = "".join(f"<th>{escape(h)}</th>" for h in ["File", "Listen", "Gain", *names])
+        scored_clean = clean is not None and any(r["system"] == clean and math.isfinite(r.get(c, math.nan)) for r in rows)
+        shown = insert_after_noisy(names, clean) if scored_clean else names
+        head = "".join(f"<th>{escape(h)}</th>" for h in ["File", "Listen", "Gain", *shown])
         body = []
         for f in order:
             listen = f in selection.files
             gain = selection.gains.get(f)
             cells = [f"<td>{escape(f)}</td>", f"<td data-v='{1 if listen else 0}'>{'▶' if listen else ''}</td>",
                      f"<td data-v='{html.data_value(gain)}'>{html.number(gain) if gain is not None else '-'}</td>"]
-            for s in names:
+            for s in shown:
                 row = values.get((s, f))
                 if row is None:
                     cells.append("<td class='missing' data-v=''>missing</td>")

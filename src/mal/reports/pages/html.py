@@ -49,10 +49,12 @@ def metric_header(metric: str) -> str:
 
 
 def summary_table(summary: dict, comparisons: dict, columns: list[str], systems: list[str], alpha: float) -> str:
-    """Means with 95 % CIs; Noisy row first (pinned), best mean per column bold, ▲/▼ vs the reference."""
+    """Means with 95 % CIs; Noisy and Clean rows first (pinned), best mean per column bold (of the
+    systems, not Clean), ▲/▼ vs the reference."""
+    clean = summary.get("clean_reference")
     best = {}
     for c in columns:
-        means = {s: summary["systems"][s]["metrics"][c]["mean"] for s in systems}
+        means = {s: summary["systems"][s]["metrics"][c]["mean"] for s in systems if s != clean}
         finite = {s: m for s, m in means.items() if m is not None and math.isfinite(m)}
         if finite:
             pick = max if METRIC_INFO[c].higher_is_better else min
@@ -61,7 +63,7 @@ def summary_table(summary: dict, comparisons: dict, columns: list[str], systems:
     rows = []
     for s in systems:
         entry = summary["systems"][s]
-        pinned = " class='noisy pinned'" if s.lower() == "noisy" else ""
+        pinned = " class='noisy pinned'" if s.lower() == "noisy" else " class='clean pinned'" if s == clean else ""
         cells = [f"<td>{escape(s)}</td>", f"<td data-v='{entry['n_files']}'>{entry['n_files']}</td>"]
         for c in columns:
             st = entry["metrics"][c]
