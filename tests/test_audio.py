@@ -3,7 +3,7 @@ import pytest
 import soundfile as sf
 
 from mal.audio import (
-    AudioError, active_speech_level, normalize_active_level, peak_normalize, read_audio, write_audio,
+    AudioError, active_speech_level, missing_frames, normalize_active_level, peak_normalize, read_audio, write_audio,
 )
 
 
@@ -41,6 +41,20 @@ def test_empty_and_nonfinite_files_are_rejected(tmp_path):
     sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
     with pytest.raises(AudioError, match="NaN"):
         read_audio(tmp_path / "nan.wav")
+
+
+@pytest.mark.parametrize("subtype,channels", [("PCM_16", 1), ("FLOAT", 2), ("PCM_24", 3)])
+def test_missing_frames_of_a_wav_cut_short(tmp_path, subtype, channels):
+    """The header's data size against the bytes there (soundfile reports only the frames present)."""
+    x = np.repeat(_tone(seconds=0.5)[:, None], channels, axis=1)
+    sf.write(tmp_path / "whole.wav", x, 16000, subtype=subtype)  # FLOAT adds a fact chunk, 3 channels EXTENSIBLE
+    raw = (tmp_path / "whole.wav").read_bytes()
+    width = {"PCM_16": 2, "FLOAT": 4, "PCM_24": 3}[subtype] * channels
+    (tmp_path / "cut.wav").write_bytes(raw[: len(raw) - 3000 * width - 1])
+    assert missing_frames(tmp_path / "whole.wav") == 0
+    assert missing_frames(tmp_path / "cut.wav") == 3001 == 8000 - sf.info(str(tmp_path / "cut.wav")).frames
+    sf.write(tmp_path / "whole.flac", x, 16000)
+    assert missing_frames(tmp_path / "whole.flac") == 0
 
 
 def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):

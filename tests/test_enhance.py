@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -9,6 +13,7 @@ from mal.inference import enhance_array, enhance_files, load_model, save_model
 from mal.models import build_model
 
 TINY = {"preset": "deepfilternet_16k", "conv_ch": 8, "emb_hidden": 32, "df_hidden": 32}
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +84,7 @@ def test_refuses_output_inside_input_folder(model_file, tmp_path, capsys):
     sf.write(src / "a.wav", _speechlike(16000, 0.5), 16000)
     assert main(["enhance", str(src), "-o", str(src / "sub"), "--model", str(model_file)]) == 2
     assert "inside input folder" in capsys.readouterr().err
-    assert main(["enhance", str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--model", str(model_file)]) == 1
+    assert main(["enhance", str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--model", str(model_file)]) == 2
 
 
 def test_enhance_vbd_test_folder(model_file, shared_data, tmp_path):
@@ -126,3 +131,57 @@ def test_jobs_give_the_same_files_and_report_bad_ones(model_file, tmp_path, caps
         assert (tmp_path / "pooled" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes()
     assert main(["enhance", str(src), "-o", str(tmp_path / "x"), "--model", str(model_file), "--jobs", "2", "--streaming"]) == 2
     assert "--jobs needs an offline model" in capsys.readouterr().err
+
+
+def _error(capsys) -> str:
+    """stderr, which must be exactly one ``mal: error:`` line."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mal: error: ") and "\n" not in err, err
+    return err
+
+
+def test_model_names_any_case_closest_name_and_onnx_hint(model_file, toy_data, tmp_path, capsys):
+    """--model, mal info and finetune --from: one loader, names in any case, the closest name, --onnx for ONNX."""
+    sf.write(tmp_path / "a.wav", _speechlike(16000, 0.3), 16000)
+    enhance = ["enhance", str(tmp_path / "a.wav"), "-o", str(tmp_path / "out"), "--model"]
+    for wrong in ("deepfilternet4", "deepfilternet"):
+        assert main([*enhance, wrong]) == 2
+        err = _error(capsys)
+        assert f"{wrong}: no model file there" in err and "did you mean deepfilternet3?" in err and "`mal models`" in err
+    assert main(["info", "DeepFilterNet3"]) == 0 and "sample rate:      48000 Hz" in capsys.readouterr().out
+    assert main(["info", "DeepFilterNet_16K"]) == 0 and "sample rate:      16000 Hz" in capsys.readouterr().out
+    onnx_path = tmp_path / "tiny.onnx"
+    assert main(["export", str(model_file), "-o", str(onnx_path)]) == 0
+    capsys.readouterr()
+    for command in ([*enhance, str(onnx_path)], ["info", str(onnx_path)]):
+        assert main(command) == 2
+        assert f"run it with `mal enhance --onnx {onnx_path}`" in _error(capsys)
+    run = tmp_path / "run"
+    assert main(["finetune", "--from", "deepfilternet4", "--config", str(REPO / "configs" / "mal_frozen.yaml"), "-o", str(run),
+                 "--data", str(toy_data), "data.speech_dirs=[speech]", "data.noise_dirs=[noise]", "data.num_workers=0"]) == 2
+    assert "did you mean deepfilternet3?" in _error(capsys) and not run.exists()
+
+
+def test_output_named_like_an_audio_file_is_refused(model_file, tmp_path, capsys):
+    sf.write(tmp_path / "a.wav", _speechlike(16000, 0.3), 16000)
+    for name in ("enhanced.wav", "out.FLAC", "x.mp3"):
+        assert main(["enhance", str(tmp_path / "a.wav"), "-o", str(tmp_path / name), "--model", str(model_file)]) == 2
+        assert "-o is the output folder" in _error(capsys) and not (tmp_path / name).exists()
+
+
+STARTUP = """
+import sys
+from mal.cli import main
+code = main(sys.argv[1:])
+print("TORCH", "torch" in sys.modules, "CODE", code)
+"""
+
+
+def test_missing_input_is_refused_before_any_work(tmp_path):
+    """A missing input (among good ones) stops the run before torch loads and before any output."""
+    sf.write(tmp_path / "a.wav", _speechlike(16000, 0.3), 16000)
+    args = ["enhance", str(tmp_path / "a.wav"), str(tmp_path / "nothere") + "/", "-o", str(tmp_path / "o1")]
+    proc = subprocess.run([sys.executable, "-c", STARTUP, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert "TORCH False CODE 2" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == f"mal: error: {tmp_path / 'nothere'}/: no such file or folder"
+    assert not (tmp_path / "o1").exists()

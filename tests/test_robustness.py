@@ -199,9 +199,9 @@ def assert_enhanced_like_model(model, src: Path, dst: Path) -> None:
 def test_missing_file(model_file, tmp_path, capsys, toy_data):
     good = write(tmp_path / "in" / "good.wav", speech())
     missing = tmp_path / "in" / "missing.wav"
-    code, err = run_enhance(model_file, [missing, good], tmp_path / "out", capsys)
-    assert code == 1 and (tmp_path / "out" / "good.wav").is_file()  # the batch went on
-    assert len(lines_naming(err, missing)) == 1 and "file not found" in lines_naming(err, missing)[0]
+    code, err = run_enhance(model_file, [good, missing], tmp_path / "out", capsys)
+    assert code == 2 and err == [f"mal: error: {missing}: no such file or folder"]  # before any work
+    assert not (tmp_path / "out").exists()
     # evaluate: a missing folder is a one-line error; a file without its reference is named and skipped
     code, err, _ = run_evaluate(tmp_path / "no-clean", tmp_path / "in", tmp_path / "ev", capsys)
     assert code == 2 and err == [f"mal: error: {tmp_path / 'no-clean'}: not a directory"]
@@ -299,7 +299,8 @@ def test_unreadable_file(row, model_file, tmp_path, capsys, toy_data):
 
 
 def test_truncated_data_is_read_as_far_as_it_goes(model, model_file, tmp_path, capsys):
-    """A WAV whose data chunk was cut (a copy interrupted): the samples that are there."""
+    """A WAV whose data chunk was cut (a copy interrupted): the samples that are there, and a
+    warning naming the file and how much is missing (libsndfile reads it without a word)."""
     full = write(tmp_path / "full.wav", speech(seconds=1.0))
     raw = full.read_bytes()
     src = tmp_path / "in" / "cut.wav"
@@ -307,8 +308,11 @@ def test_truncated_data_is_read_as_far_as_it_goes(model, model_file, tmp_path, c
     src.write_bytes(raw[: len(raw) // 2 + 1])  # header says 16000 frames, about 8000 are there
     frames = sf.info(str(src)).frames
     assert 7900 < frames < 8100
-    code, _ = run_enhance(model_file, [src], tmp_path / "out", capsys)
+    code, err = run_enhance(model_file, [src, full], tmp_path / "out", capsys)
     assert code == 0
+    assert lines_naming(err, src) == [f"mal: warning: {src} is cut short: its header declares {16000 - frames} more frames "
+                                      f"({(16000 - frames) / RATE:.2f} s) than the file holds; enhanced what is there"]
+    assert not lines_naming(err, full)
     assert_enhanced_like_model(model, src, tmp_path / "out" / "cut.wav")
 
 

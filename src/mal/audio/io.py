@@ -43,6 +43,33 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
     return int(info.samplerate), int(info.channels), int(info.frames)
 
 
+def missing_frames(path: str | os.PathLike) -> int:
+    """Frames a WAV file's header declares beyond the data it holds (a copy cut short); 0 otherwise.
+
+    libsndfile reads such a file as far as it goes and reports only the frames present, so the
+    RIFF ``data`` chunk's declared size is compared with the bytes after it. 0 for other
+    containers and for the sizes streaming writers leave as placeholders (0, 0xFFFFFFFF).
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        block_align = 0
+        while len(chunk := f.read(8)) == 8:
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                present = os.fstat(f.fileno()).st_size - f.tell()
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return 0
+                return max(size // block_align - present // block_align, 0)
+            if chunk[:4] == b"fmt ":
+                block_align = int.from_bytes(f.read(size)[12:14], "little")
+                f.seek(size % 2, 1)
+            else:
+                f.seek(size + size % 2, 1)  # chunks are padded to an even size
+    return 0
+
+
 def check_audio_file(path: str | os.PathLike) -> None:
     """Raise :class:`AudioError` when ``path`` is not usable audio, without holding it in memory.
 

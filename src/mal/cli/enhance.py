@@ -67,7 +67,7 @@ def run(args) -> int:
 
 
 def print_notes(result, model_rate: int) -> None:
-    """Once per run: renamed outputs, samples above full scale, inputs wider-band than the model."""
+    """Once per run: renamed outputs, samples above full scale, inputs cut short, inputs wider-band than the model."""
     for src, dst in result.renamed:
         print(f"mal: note: {src} written as {dst}: this libsndfile cannot write {src.suffix} files", file=sys.stderr)
     if result.over_full_scale:
@@ -76,6 +76,9 @@ def print_notes(result, model_rate: int) -> None:
         print(f"mal: warning: {len(result.over_full_scale)} output(s) went above full scale: {names}{more}; "
               "fixed-point files were soft-limited (peaks above 0.9 bent, nothing clipped), "
               "float files keep the values", file=sys.stderr)
+    for src, missing, rate in result.cut_short:
+        print(f"mal: warning: {src} is cut short: its header declares {missing} more frames ({missing / rate:.2f} s) "
+              "than the file holds; enhanced what is there", file=sys.stderr)
     if result.wider_band:
         from mal.models.catalog import full_band_model
 

@@ -17,8 +17,8 @@ def describe(source: str) -> dict:
 
     path = Path(source)
     trains: list[str] = []
-    if source in PRESETS:
-        model = build_model({"preset": source})
+    if source.lower() in PRESETS:
+        model = build_model({"preset": source.lower()})
     elif path.suffix in (".yaml", ".yml"):
         from mal.training.config import load_config
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mal.audio import AudioError, audio_info
+from mal.audio import AudioError, audio_info, missing_frames
 from mal.inference.enhance import enhance_file
 from mal.inference.paths import check_output_dir, expand_inputs, output_path
 from mal.inference.stream import HopStream
@@ -36,6 +36,7 @@ class BatchResult:
     renamed: list[tuple[Path, Path]] = field(default_factory=list)  # (input, output in another container)
     over_full_scale: list[tuple[Path, int]] = field(default_factory=list)  # (output, samples above full scale)
     wider_band: list[tuple[Path, int]] = field(default_factory=list)  # (input, its rate) above the model's rate
+    cut_short: list[tuple[Path, int, int]] = field(default_factory=list)  # (input, frames missing, its rate)
 
 
 def enhance_files(
@@ -147,3 +148,5 @@ def _record(model, src: Path, dst: Path, outcome: int | AudioError, result: Batc
     rate = audio_info(src)[0]
     if rate > model.sample_rate:
         result.wider_band.append((src, rate))
+    if missing := missing_frames(src):
+        result.cut_short.append((src, missing, rate))

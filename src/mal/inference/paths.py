@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mal.audio import FALLBACK_EXTENSION, AudioError, readable_extensions, writable
+from mal.audio import CONTAINERS, FALLBACK_EXTENSION, AudioError, readable_extensions, writable
 
 
 def expand_inputs(inputs: list[str | os.PathLike], skip: str | os.PathLike | None = None,
@@ -15,12 +15,15 @@ def expand_inputs(inputs: list[str | os.PathLike], skip: str | os.PathLike | Non
 
     A folder walk lists every container libsndfile reads, and leaves out the folder ``skip``
     (the output folder) and, where outputs sit beside inputs, files already named ``*suffix``.
+    An input that does not exist is an :class:`AudioError`, before any work.
     """
     extensions = readable_extensions()
     skip_dir = Path(skip).resolve() if skip is not None else None
     items: list[tuple[Path, Path]] = []
     for raw in inputs:
         path = Path(raw)
+        if not path.exists():
+            raise AudioError(f"{raw}: no such file or folder")
         if not path.is_dir():
             items.append((path, Path(path.name)))
             continue
@@ -41,7 +44,11 @@ def expand_inputs(inputs: list[str | os.PathLike], skip: str | os.PathLike | Non
 
 
 def check_output_dir(out_dir: Path, inputs: list[str | os.PathLike], overwrite: bool, suffix: str = "") -> None:
-    """Refuse an output folder equal to an input folder (without ``suffix``) or inside one (without ``overwrite``)."""
+    """Refuse an output folder named like an audio file, equal to an input folder (without
+    ``suffix``) or inside one (without ``overwrite``)."""
+    if Path(out_dir).suffix.lower() in CONTAINERS and not Path(out_dir).is_dir():
+        raise ValueError(f"-o {out_dir}: -o is the output folder (outputs keep their input names), not a file name; "
+                         f"choose a folder, e.g. -o {Path(out_dir).with_suffix('')}")
     out = Path(out_dir).resolve()
     for raw in inputs:
         if not Path(raw).is_dir():

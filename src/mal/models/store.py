@@ -6,6 +6,7 @@ enhancement, evaluation).
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -27,10 +28,10 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu") -> En
     """Load a model from a Lightning checkpoint or a slim model file (``save_model``).
 
     ``None`` loads the default model shipped inside the package; ``deepfilternet2`` /
-    ``deepfilternet3`` load the public DeepFilterNet weights (:mod:`mal.models.public`).
+    ``deepfilternet3`` (in any case) load the public DeepFilterNet weights (:mod:`mal.models.public`).
     """
-    if path is not None and str(path) in PUBLIC_MODELS and not Path(path).exists():
-        return load_public(str(path)).to(check_device(device)).eval()
+    if path is not None and str(path).lower() in PUBLIC_MODELS and not Path(path).exists():
+        return load_public(str(path).lower()).to(check_device(device)).eval()
     if path is None:
         if not DEFAULT_MODEL.is_file() and DEFAULT_POINTER.is_file():
             return load_model(default_public_name(), device)
@@ -39,7 +40,10 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu") -> En
         path = DEFAULT_MODEL
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: model checkpoint not found")
+        raise FileNotFoundError(_not_found(path))
+    if path.suffix.lower() == ".onnx":
+        raise ValueError(f"{path}: an ONNX model, not a checkpoint: run it with `mal enhance --onnx {path}` "
+                         "(--model, --from and mal info take a checkpoint, a model file or a name from `mal models`)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
@@ -53,6 +57,14 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu") -> En
     if isinstance(ckpt, dict) and ckpt.get("metadata"):  # licence / provenance written by save_model
         model.metadata = ckpt["metadata"]
     return model.to(check_device(device)).eval()
+
+
+def _not_found(path: str | os.PathLike) -> str:
+    """The one-line error for a ``--model`` / ``--from`` that is neither a file nor a public name."""
+    close = difflib.get_close_matches(str(path).lower(), PUBLIC_MODELS, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (f"{path}: no model file there, nor a public model name; {hint}"
+            f"(public: {', '.join(PUBLIC_MODELS)}; `mal models` lists every model)")
 
 
 def default_public_name() -> str:
