@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	# The official NISQA code pins an old torch: install it without its dependencies
 	# (its real imports are in our own dependency list).
 	$(PY) -m pip install -q --no-deps 'nisqa==2.0.post2'
+	# DistillMOS: its weights and xls-r-sqa's transformer head, without their dependencies
+	# (torchaudio among them, which does not work with our torch; mal runs the network itself).
+	$(PY) -m pip install -q --no-deps 'distillmos==0.9.1' 'xls-r-sqa==0.1.0'
 	touch $@
 
 # Plus the test / SSL / ONNX / peer extras.

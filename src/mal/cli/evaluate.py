@@ -13,12 +13,15 @@ import math
 import sys
 from pathlib import Path
 
+from mal.evaluation.metrics import GROUPS
+
 
 def add_scoring_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``evaluate`` and ``compare``."""
     parser.add_argument("-o", "--output", required=True, help="output folder")
     parser.add_argument("--metrics", default="all",
-                        help="comma list of groups: pesq,stoi,estoi,sisdr,lsd,mcd,composite,dnsmos,nisqa (default all)")
+                        help=f"comma list of groups (default all): {', '.join(GROUPS)}; the non-intrusive ones "
+                             "(DNSMOS, NISQA, DistillMOS) need no clean reference")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1)")
     parser.add_argument("--nisqa-weights", default=None,
                         help="NISQA v2 weights (nisqa.tar); default $MAL_NISQA_WEIGHTS, else shared/models/nisqa/"

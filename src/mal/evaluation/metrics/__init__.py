@@ -28,9 +28,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "composite": ("CSIG", "CBAK", "COVL"),
     "dnsmos": ("DNSMOS-SIG", "DNSMOS-BAK", "DNSMOS-OVRL", "DNSMOS-P808"),
     "nisqa": ("NISQA-MOS", "NISQA-NOI", "NISQA-DIS", "NISQA-COL", "NISQA-LOUD"),
+    "distillmos": ("DistillMOS",),
 }
 INTRUSIVE_GROUPS = ("pesq", "stoi", "estoi", "sisdr", "lsd", "mcd", "composite")
-NON_INTRUSIVE_GROUPS = ("dnsmos", "nisqa")
+NON_INTRUSIVE_GROUPS = ("dnsmos", "nisqa", "distillmos")
 DEFAULT_GROUPS = INTRUSIVE_GROUPS + NON_INTRUSIVE_GROUPS
 
 METRIC_INFO: dict[str, MetricInfo] = {
@@ -52,6 +53,7 @@ METRIC_INFO: dict[str, MetricInfo] = {
     "NISQA-DIS": MetricInfo("NISQA discontinuity", True),
     "NISQA-COL": MetricInfo("NISQA coloration", True),
     "NISQA-LOUD": MetricInfo("NISQA loudness", True),
+    "DistillMOS": MetricInfo("DistillMOS", True),
     "HNR": MetricInfo("HNR (voiced frames)", True, "dB"),
 }
 

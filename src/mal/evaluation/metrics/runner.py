@@ -18,7 +18,7 @@ visible in the summary.
 Cache: one SQLite file; a key covers both files' path, size and mtime, the metric group and
 the options that change it, so a re-run scores only new or changed files and new groups.
 
-Speed: each process loads DNSMOS and NISQA once. What depends on a reference alone (its
+Speed: each process loads DNSMOS, NISQA and DistillMOS once. What depends on a reference alone (its
 P.56 level, the reference side of the composite measures and of MCD) is computed once per
 reference and process and reused for every system scored against it; the composite
 measures reuse the pair's WB-PESQ when the pesq group computed it, ESTOI reuses STOI's
@@ -54,6 +54,8 @@ import numpy as np
 from mal.audio import AudioError, active_speech_level, list_audio, read_audio, resample
 from mal.evaluation.metrics import GROUPS, INTRUSIVE_GROUPS
 from mal.evaluation.metrics import intrusive as m
+from mal.evaluation.metrics.distillmos import distillmos_unavailable, weights_path
+from mal.evaluation.metrics.distillmos import scorer as distillmos_scorer
 from mal.evaluation.metrics.dnsmos import dnsmos_unavailable, scorer
 from mal.evaluation.metrics.intrusive import composite_reference, mcd_reference
 from mal.evaluation.metrics.nisqa import NisqaScorer, nisqa_unavailable
@@ -133,6 +135,8 @@ def check_groups(groups: tuple[str, ...], nisqa_weights: str | None, has_referen
             reason = nisqa_unavailable(Path(nisqa_weights) if nisqa_weights else None, import_check=not light)
             if reason is None and light:
                 reason = _not_installed(_NISQA_MODULES, "--no-deps nisqa && pip install librosa pandas matplotlib")
+        elif group == "distillmos":
+            reason = distillmos_unavailable(import_check=not light)
         elif group in ("pesq", "composite"):
             reason = _not_installed(("pesq",), "pesq") if light else _import_reason("pesq")
         elif group in ("stoi", "estoi"):
@@ -291,6 +295,8 @@ def compute_group(group: str, processed: np.ndarray, reference: np.ndarray | Non
         return scorer().score(processed, rate)  # one ORT thread, in any process: the same numbers for any --jobs
     if group == "nisqa":
         return _nisqa(options.nisqa_weights).score(processed, rate)
+    if group == "distillmos":
+        return distillmos_scorer().score(processed, rate)  # one torch thread: the same numbers for any --jobs
     raise ValueError(f"unknown metric group {group}")
 
 
@@ -382,6 +388,9 @@ class ScoreCache:
             parts.append(options.level_align)
         if group == "nisqa":
             parts.append(_stat(options.nisqa_weights))
+        if group == "distillmos":  # the package's weights file: a new release scores again
+            weights = weights_path()
+            parts.append(_stat(str(weights)) if weights is not None and weights.is_file() else None)
         return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
 
     def get(self, key: str) -> dict | None:
