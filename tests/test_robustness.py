@@ -245,7 +245,8 @@ BAD_FILES = {  # row -> {file name: bytes or (samples, rate, subtype)}, the prob
     "zero_length": ({"empty.wav": b"", "no_frames.wav": (np.zeros(0, np.float32), RATE, "PCM_16")}, ("cannot read audio", "file has no samples")),
     "corrupt_header": ({"header.wav": None}, ("cannot read audio",)),
     "not_audio": ({"text.wav": b"just some text, not audio\n" * 40, "text.flac": b"%PDF-1.4 not a flac"}, ("cannot read audio",)),
-    "nan_inf": ({"nan.wav": "nan", "inf.wav": "inf"}, ("contains NaN or infinite samples",)),
+    "nan_inf": ({"nan.wav": "nan", "inf.wav": "inf", "huge.wav": "huge"},
+                ("contains NaN or infinite samples", "(a damaged floating-point file)")),
 }
 
 
@@ -256,9 +257,9 @@ def _bad_file_specs(row: str) -> dict:
             buffer = io.BytesIO()
             sf.write(buffer, speech(), RATE, format="WAV", subtype="PCM_16")
             spec = buffer.getvalue()[:30]
-        elif spec in ("nan", "inf"):
+        elif spec in ("nan", "inf", "huge"):
             x = speech()
-            x[100] = np.nan if spec == "nan" else np.inf
+            x[100] = {"nan": np.nan, "inf": np.inf, "huge": 8e21}[spec]  # huge: a flipped exponent byte
             spec = (x, RATE, "FLOAT")
         specs[name] = spec
     return specs

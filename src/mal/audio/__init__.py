@@ -12,6 +12,7 @@ from mal.audio.io import (
     active_speech_level,
     audio_info,
     check_audio_file,
+    check_samples,
     error_reason,
     list_audio,
     missing_frames,
@@ -27,4 +28,4 @@ from mal.audio.io import (
     write_audio,
 )
 
-__all__ = ['AUDIO_EXTENSIONS', 'AudioError', 'CONTAINERS', 'FALLBACK_EXTENSION', 'LEVEL_BLOCK', 'LIMIT_CEILING', 'LIMIT_KNEE', 'active_speech_level', 'audio_info', 'check_audio_file', 'error_reason', 'list_audio', 'missing_frames', 'needs_clipping', 'normalize_active_level', 'output_format', 'peak_normalize', 'read_audio', 'readable_extensions', 'resample', 'soft_limit', 'writable', 'write_audio']
+__all__ = ['AUDIO_EXTENSIONS', 'AudioError', 'CONTAINERS', 'FALLBACK_EXTENSION', 'LEVEL_BLOCK', 'LIMIT_CEILING', 'LIMIT_KNEE', 'active_speech_level', 'audio_info', 'check_audio_file', 'check_samples', 'error_reason', 'list_audio', 'missing_frames', 'needs_clipping', 'normalize_active_level', 'output_format', 'peak_normalize', 'read_audio', 'readable_extensions', 'resample', 'soft_limit', 'writable', 'write_audio']

@@ -70,6 +70,21 @@ def missing_frames(path: str | os.PathLike) -> int:
     return 0
 
 
+# A floating-point file can hold any value; past this level (80 dB over full scale) it is a
+# damaged file, not a loud recording, and its squares overflow float32 in any spectrum.
+MAX_FLOAT_LEVEL = 1e4
+
+
+def check_samples(path: str | os.PathLike, samples: np.ndarray) -> None:
+    """Raise :class:`AudioError` naming ``path`` when ``samples`` hold NaN, Inf or absurd values."""
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{path}: contains NaN or infinite samples")
+    peak = float(np.abs(samples).max(initial=0.0))
+    if peak > MAX_FLOAT_LEVEL:
+        raise AudioError(f"{path}: samples reach {peak:.3g}, over {MAX_FLOAT_LEVEL:g} times full scale "
+                         "(a damaged floating-point file)")
+
+
 def check_audio_file(path: str | os.PathLike) -> None:
     """Raise :class:`AudioError` when ``path`` is not usable audio, without holding it in memory.
 
@@ -85,8 +100,7 @@ def check_audio_file(path: str | os.PathLike) -> None:
             raise AudioError(f"{path}: file has no samples")
         if info.subtype in ("FLOAT", "DOUBLE"):
             for block in sf.blocks(str(path), blocksize=1 << 16, dtype="float32"):
-                if not np.isfinite(block).all():
-                    raise AudioError(f"{path}: contains NaN or infinite samples")
+                check_samples(path, block)
     except AudioError:
         raise
     except Exception as err:  # soundfile raises several types for corrupt input
@@ -99,7 +113,8 @@ def read_audio(
     """Read ``path`` as float32; mix to mono (channel mean) and resample when asked.
 
     Returns ``(samples, rate)``: shape ``(n,)`` when ``mono`` else ``(n, channels)``.
-    Raises :class:`AudioError` for a missing, unreadable, empty or non-finite file.
+    Raises :class:`AudioError` for a missing, unreadable, empty or non-finite file, or one whose
+    samples are absurdly large (:func:`check_samples`).
     """
     path = Path(path)
     if not path.exists():
@@ -112,8 +127,7 @@ def read_audio(
         raise AudioError(f"{path}: cannot read audio ({error_reason(err)})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: file has no samples")
-    if not np.isfinite(data).all():
-        raise AudioError(f"{path}: contains NaN or infinite samples")
+    check_samples(path, data)
     if mono:
         data = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)  # no copy for mono files (long inputs)
     if sample_rate is not None and sample_rate != rate:

@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from mal.audio import AUDIO_EXTENSIONS, AudioError, audio_info, resample
+from mal.audio import AUDIO_EXTENSIONS, AudioError, audio_info, check_samples, resample
 
 SPEECH_TRIES = 4  # crops tried per mixture before keeping the most active one
 MIN_ACTIVE_FRACTION = 0.5  # a crop with this share of active 20-ms frames is accepted at once
@@ -198,8 +198,7 @@ def read_segment(path: str | os.PathLike, start: int, frames: int, sample_rate: 
     except Exception as err:  # soundfile raises several types for corrupt input
         raise AudioError(f"{path}: cannot read audio ({type(err).__name__}: {str(err).strip()[:200]})") from None
     samples = data.mean(axis=1)
-    if not np.isfinite(samples).all():
-        raise AudioError(f"{path}: contains NaN or infinite samples")
+    check_samples(path, samples)
     if rate != sample_rate and len(samples):
         samples = resample(samples, rate, sample_rate)[skip:]
     out = np.zeros(frames, dtype=np.float32)

@@ -27,6 +27,7 @@ import torch
 
 from mal.audio import (
     AudioError,
+    check_samples,
     error_reason,
     needs_clipping,
     output_format,
@@ -283,8 +284,7 @@ def _enhance_file(model, src, dst, subtype: str | None, block_seconds: float, **
                     raise AudioError(f"{src}: cannot read audio ({error_reason(err)})") from None
                 if not len(block):
                     return
-                if not np.isfinite(block).all():
-                    raise AudioError(f"{src}: contains NaN or infinite samples")
+                check_samples(src, block)
                 count["read"] += len(block)
                 yield block
 
