@@ -214,6 +214,22 @@ def test_finetune_from_deepfilternet3(variant, toy_data, tmp_path, dfn3):
     assert any(not torch.equal(state[k], start[k]) for k in start if "decoder" in k)
 
 
+def test_finetune_at_learning_rate_zero_is_the_public_model(toy_data, tmp_path, dfn3):
+    """Nothing in the training path differs from inference: two steps at lr 0 (with MAL, whose
+    snapshot must not leak into the model) give a model whose weights, statistics and output
+    are the public DeepFilterNet3's, bit for bit."""
+    from mal.inference import enhance_array, load_model
+    from mal.training import finetune
+
+    cfg = load_config(None, [f"output_dir={tmp_path / 'run'}", f"data.root={toy_data}", *TINY_FT,
+                             "finetune.variant=mal-frozen", "optim.lr=0", "trainer.max_epochs=1"])
+    tuned = load_model(finetune(cfg, "deepfilternet3") / "last.ckpt")
+    start = dfn3.state_dict()
+    assert all(torch.equal(v, start[k]) for k, v in tuned.state_dict().items())
+    x = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1
+    assert np.array_equal(enhance_array(tuned, x, 48000), enhance_array(dfn3.eval(), x, 48000))
+
+
 def _tar(path: Path, members: dict[str, bytes]) -> Path:
     with tarfile.open(path, "w:gz") as tar:
         for name, data in members.items():

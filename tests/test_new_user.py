@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from mal.cli import main
 from mal.inference import save_model
@@ -205,13 +207,49 @@ def test_training_log_is_plain_and_quiet(model_file, toy_data, tmp_path):
     cmd = [sys.executable, "-m", "mal", "finetune", "--from", str(model_file), "--config",
            str(REPO / "configs" / "mal_frozen.yaml"), *train_args(toy_data, tmp_path / "run"), "data.segment_seconds=0.5",
            "data.batch_size=4", "data.train_size=8", "data.val_size=4", "trainer.max_epochs=1", "trainer.threads=1",
-           "trainer.log_every_n_steps=1"]
+           "trainer.log_every_n_steps=50"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log
-    for noise in ("💡", "LeafSpec", "FLOPs", "eval mode at the start", "\r"):
+    for noise in ("💡", "LeafSpec", "FLOPs", "eval mode at the start", "\r", "GPU available", "TPU available",
+                  "logging interval", "Loading `train_dataloader`", "`Trainer.fit` stopped"):
         assert noise not in log, noise
     assert log.count("frozen snapshot") == 1 and "epoch 1/1: train/loss" in log
+    assert "epoch 1/1: 2/2 batches (100%)" in log  # progress inside the epoch, as enhance prints it
+    # what was trained is recorded: the source and its architecture, not the default preset
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["finetune"]["from"] == str(model_file) and saved["model"]["conv_ch"] == 8
+    assert saved["model"] == build_model(TINY).config_dict()
+    with open(tmp_path / "run" / "metrics.csv") as f:  # the epoch's mean training loss is a column
+        rows = list(csv.DictReader(f))
+    assert any(row.get("train/loss_epoch") for row in rows)
+
+
+def test_finetune_refuses_model_settings_that_cannot_apply(model_file, toy_data, tmp_path, capsys):
+    args = ["finetune", "--from", str(model_file), "--config", str(REPO / "configs" / "mal_frozen.yaml"),
+            *train_args(toy_data, tmp_path / "run"), "model.conv_ch=16", "trainer.max_epochs=1"]
+    assert main(args) == 2
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "model.conv_ch=16 (the source has 8)" in err[0] and "cannot apply with --from" in err[0]
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_zero_epochs_names_no_checkpoint(toy_data, tmp_path, capsys):
+    assert main(["train", *train_args(toy_data, tmp_path / "run"), "data.train_size=8", "data.val_size=4",
+                 "data.segment_seconds=0.5", "--max-epochs", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoints:" not in out and "no checkpoint written (trainer.max_epochs=0)" in out
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_config_reference_page_is_generated_and_complete():
+    from mal.training.config import DEFAULTS, KEY_HELP, _leaves, reference_markdown
+
+    keys = [key for key, _ in _leaves(DEFAULTS)]
+    assert not [k for k in keys if not KEY_HELP.get(k)] and not set(KEY_HELP) - set(keys)
+    assert (REPO / "docs" / "config.md").read_text() == reference_markdown(), "run: python -m mal.training.config > docs/config.md"
+    for key in ("data.train_size", "data.val_size", "data.segment_seconds", "trainer.max_time", "trainer.limit_train_batches"):
+        assert f"| `{key}` |" in reference_markdown() and key.split(".")[1] in reference_markdown().split("## All keys")[0]
 
 
 STARTUP = """

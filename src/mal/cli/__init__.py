@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mal.util.threads import calm_openmp
+
+    calm_openmp()  # before any sub-command imports torch: libgomp reads OMP_WAIT_POLICY once
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

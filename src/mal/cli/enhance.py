@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
     p.add_argument("--suffix", default="", help="added to each output's name (a.wav -> a_enhanced.wav with _enhanced); "
                                                 "lets -o be the input folder")
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="chunk length for long files (bounds memory)")
-    p.add_argument("--threads", type=int, help="torch / onnxruntime CPU threads")
+    p.add_argument("--threads", type=int, help="torch / onnxruntime CPU threads (default: the cores this process may use)")
     p.add_argument("--jobs", type=int, default=1, help="files enhanced at a time, in worker processes of one thread each "
                                                        "(offline models; default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
@@ -42,8 +42,12 @@ def run(args) -> int:
     from mal.inference.batch import enhance_files
     from mal.inference import load_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from mal.util.threads import default_threads
+
+    threads = args.threads or default_threads()
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
     if args.onnx:
         from mal.inference.export import open_stream
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from mal.cli.train import add_training_options, config_from_args
+from mal.cli.train import add_training_options, config_from_args, report_checkpoints
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("finetune", help="stage 2: continue from a stage-1 checkpoint with a variant's losses")
-    p.add_argument("--from", dest="stage1", required=True, help="stage-1 checkpoint (.ckpt), model file, or deepfilternet2 / deepfilternet3 (the public weights)")
+    p.add_argument("--from", dest="stage1", help="stage-1 checkpoint (.ckpt), model file, or deepfilternet2 / deepfilternet3 "
+                   "(the public weights); default: finetune.from of --config (a run's config.yaml records it)")
     add_training_options(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     cfg = config_from_args(args)
+    source = args.stage1 or cfg["finetune"]["from"]
+    if not source:
+        raise ValueError("--from is required: the model to fine-tune (or finetune.from in --config)")
     from mal.training import finetune
 
-    ckpt_dir = finetune(cfg, args.stage1, resume=args.resume)
-    print(f"checkpoints: {ckpt_dir}/last.ckpt and {ckpt_dir}/best.ckpt")
+    report_checkpoints(finetune(cfg, source, resume=args.resume), cfg)
     return 0

@@ -46,6 +46,15 @@ def run(args) -> int:
     cfg = config_from_args(args)
     from mal.training import train
 
-    ckpt_dir = train(cfg, resume=args.resume)
-    print(f"checkpoints: {ckpt_dir}/last.ckpt and {ckpt_dir}/best.ckpt")
+    report_checkpoints(train(cfg, resume=args.resume), cfg)
     return 0
+
+
+def report_checkpoints(ckpt_dir, cfg: dict) -> None:
+    """Name the checkpoints this run wrote, and only those."""
+    written = [ckpt_dir / name for name in ("last.ckpt", "best.ckpt") if (ckpt_dir / name).is_file()]
+    if written:
+        print("checkpoints: " + " and ".join(str(p) for p in written))
+    else:
+        print(f"no checkpoint written (trainer.max_epochs={cfg['trainer']['max_epochs']}); the run's config is in "
+              f"{ckpt_dir.parent / 'config.yaml'}")

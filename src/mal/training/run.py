@@ -21,9 +21,12 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mal.training.config import ConfigError, save_config
+from mal.models import build_model
+from mal.training.config import DEFAULTS, ConfigError, save_config
 from mal.models.store import load_model  # the one loader: checkpoints, model files, public names
 from mal.util.files import atomic_path
+from mal.util.progress import Progress
+from mal.util.threads import default_threads
 from mal.training.datamodule import EnhancementData
 from mal.training.task import EnhancementTask, check_variant
 
@@ -118,10 +121,15 @@ def _paths(path: Path) -> set[Path]:
 
 
 class _LightningTips(logging.Filter):
-    """Drops Lightning's '💡 Tip: ... try installing ...' advertisements."""
+    """Drops Lightning's lines that tell a mal user nothing: '💡 Tip: ... try installing ...'
+    advertisements, 'GPU available: False, used: False' and its TPU/HPU siblings (the config
+    says the accelerator), 'Loading `train_dataloader` to estimate number of stepping batches'."""
+
+    NOISE = ("💡", "GPU available:", "TPU available:", "HPU available:", "IPU available:",
+             "Loading `train_dataloader` to estimate", "`Trainer.fit` stopped: `max_epochs")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡")
+        return not str(record.msg).startswith(self.NOISE)
 
 
 def _quiet_lightning() -> None:
@@ -133,6 +141,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # the MAL-encoder snapshot and a frozen encoder are in eval mode on purpose (_describe says so once)
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
+    # a short run (fewer batches than trainer.log_every_n_steps) still logs every epoch's values
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
 
 
 def _describe(task: EnhancementTask) -> None:
@@ -151,16 +161,30 @@ def _describe(task: EnhancementTask) -> None:
 
 
 class _EpochLines(Callback):
-    """One plain line per epoch, for logs and pipes (a progress bar there is one endless line)."""
+    """Plain lines for logs and pipes (a progress bar there is one endless line): inside an
+    epoch ``epoch e/E: done/total batches, rate, ETA`` every ``every_seconds``, as
+    ``mal enhance`` prints, then one line per epoch with its losses."""
+
+    every_seconds = 10.0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = time.monotonic()
+        self._progress = None
+        total = trainer.num_training_batches
+        if _is_main_process() and isinstance(total, int) and total > 0:
+            self._progress = Progress(total, f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", unit="batch",
+                                      stream=sys.stderr, every_seconds=self.every_seconds)
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not _is_main_process():
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if getattr(self, "_progress", None) is not None and self._progress.done < self._progress.total:
+            self._progress.update()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after the epoch's validation
+        if not _is_main_process():
             return
-        shown = ("train/loss", "val/loss", "val/si_sdr")
-        values = ", ".join(f"{k} {float(v):.3f}" for k, v in trainer.callback_metrics.items() if k in shown)
+        shown = ("train/loss_epoch", "val/loss", "val/si_sdr")
+        metrics = trainer.callback_metrics
+        values = ", ".join(f"{k.removesuffix('_epoch')} {float(metrics[k]):.3f}" for k in shown if k in metrics)
         seconds = time.monotonic() - getattr(self, "_start", time.monotonic())
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {values} ({seconds:.1f} s)", file=sys.stderr,
               flush=True)
@@ -215,8 +239,8 @@ def _build_trainer(cfg: dict, callbacks: list[Callback]) -> L.Trainer:
 
 
 def _prepare(cfg: dict) -> None:
-    if cfg["trainer"]["threads"]:
-        torch.set_num_threads(int(cfg["trainer"]["threads"]))
+    # torch's own default is every core of the machine, data workers or not (issue 29)
+    torch.set_num_threads(int(cfg["trainer"]["threads"] or default_threads(cfg["data"]["num_workers"])))
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
 
 
@@ -253,6 +277,21 @@ def train(cfg: dict, resume: bool = False) -> Path:
     return Path(cfg["output_dir"]) / "checkpoints"
 
 
+def _from_source(cfg: dict, stage1, start) -> dict:
+    """``cfg`` saying what is fine-tuned: ``model`` = the source's architecture, ``finetune.from``
+    = the source. A ``model`` section that asks for another architecture cannot apply (the
+    architecture and weights come from the source): a ConfigError naming the keys."""
+    source = start.config_dict()
+    if cfg["model"] != DEFAULTS["model"]:
+        wanted = build_model(cfg["model"]).config_dict()
+        differ = sorted(k for k in set(wanted) | set(source) if wanted.get(k) != source.get(k))
+        if differ:
+            shown = ", ".join(f"model.{k}={wanted.get(k)!r} (the source has {source.get(k)!r})" for k in differ[:3])
+            raise ConfigError(f"{shown}: cannot apply with --from {stage1}; the architecture comes from the model "
+                              "fine-tuned: drop the model settings, or train a new model with mal train")
+    return {**cfg, "model": source, "finetune": {**cfg["finetune"], "from": str(stage1)}}
+
+
 def finetune(cfg: dict, stage1: str | os.PathLike, resume: bool = False) -> Path:
     """Stage 2: continue from a stage-1 model with ``cfg['finetune']['variant']``.
 
@@ -265,6 +304,7 @@ def finetune(cfg: dict, stage1: str | os.PathLike, resume: bool = False) -> Path
     check_variant(cfg["finetune"]["variant"])
 
     start = load_model(stage1)
+    cfg = _from_source(cfg, stage1, start)
     if cfg["data"]["sample_rate"] != start.sample_rate:  # e.g. 16 kHz speech, a 48 kHz public model
         print(f"finetune: mixing training audio at the model's rate, {start.sample_rate} Hz "
               f"(data.sample_rate was {cfg['data']['sample_rate']})")

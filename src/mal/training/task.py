@@ -146,7 +146,8 @@ class EnhancementTask(L.LightningModule):
                 f"non-finite training loss at step {self.global_step} ({ {k: float(v) for k, v in parts.items()} }); "
                 "stopping before NaN weights are written - lower optim.lr or check the data"
             )
-        self.log("train/loss", total, prog_bar=True)
+        # per step (train/loss_step) and as the epoch's mean (train/loss_epoch), both in metrics.csv
+        self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=noisy.shape[0])
         for name, value in parts.items():
             self.log(f"train/{name}", value)
         return total

@@ -45,7 +45,8 @@ class Progress:
         counted = self.done - self._start_count
         rate = counted / elapsed if elapsed > 0 else 0.0
         percent = 100 * self.done / self.total if self.total else 100.0
-        text = f"{self.desc}: {self.done}/{self.total} {self.unit}s ({percent:.0f}%)"
+        plural = self.unit + ("es" if self.unit.endswith(("s", "sh", "ch", "x")) else "s")
+        text = f"{self.desc}: {self.done}/{self.total} {plural} ({percent:.0f}%)"
         if rate > 0:
             eta = (self.total - self.done) / rate
             text += f", {rate:.2f} {self.unit}/s, ETA {_clock(eta)}"
