@@ -40,3 +40,14 @@ def test_training_threads_default_to_the_usable_cores_less_the_data_workers(monk
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_config_overrides_may_follow_options(capsys):
+    """`mal finetune ... --quiet trainer.threads=2` (bench_load.py's own call) reads the override."""
+    from mal.cli import main
+
+    assert main(["train", "--quiet", "trainer.threads=two"]) == 2
+    assert "trainer.threads" in capsys.readouterr().err  # the override reached the config check
+    with pytest.raises(SystemExit):
+        main(["models", "trainer.threads=2"])  # a command without overrides still refuses it
+    assert "unrecognized arguments: trainer.threads=2" in capsys.readouterr().err

@@ -34,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     from mal.util.threads import calm_openmp
 
     calm_openmp()  # before any sub-command imports torch: libgomp reads OMP_WAIT_POLICY once
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # config overrides (key=value) may come after options too: `mal train --quiet trainer.max_epochs=3`
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -227,7 +227,16 @@ def _merge(cfg: dict, user: dict, defaults: dict, prefix: str) -> None:
             cfg[key] = _check_type(full, value, default)
 
 
+# The type a key whose default is none takes when it is set (checked like a default of that type).
+TYPE_WHEN_SET: dict[str, Any] = {
+    "data.root": "", "data.train_pairs": "", "data.split_file": "", "loss.mal.ema_decay": 0.0,
+    "loss.ssl.ssl_model_path": "", "loss.ext.path": "", "loss.ext.layer": "", "finetune.variant": "",
+    "finetune.from": "", "finetune.refresh_every_steps": 0, "trainer.max_time": "", "trainer.threads": 0,
+}
+
+
 def _check_type(key: str, value: Any, default: Any) -> Any:
+    default = TYPE_WHEN_SET.get(key, default) if default is None else default
     if value is None or default is None:
         return value
     if isinstance(default, bool):
