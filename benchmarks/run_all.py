@@ -19,6 +19,8 @@ BENCHMARKS = [
     ("speed", "bench_speed.py", []),
     ("training", "bench_training.py", []),
     ("serve", "bench_serve.py", []),
+    # default threads against the best --threads while another CPU-bound process runs
+    ("load", "bench_load.py", []),
     # scoring measured beside the code before its speed-up (commit 6cb4f3b), in the same run,
     # every configuration twice, taking turns, the faster pass kept
     ("evaluate", "bench_evaluate.py", ["--baseline", "6cb4f3b"]),
