@@ -110,3 +110,18 @@ def test_real_speech_split_keeps_speakers_apart(shared_data):
     assert not speakers["val"] & speakers["test"]
     assert sum(len(f) for f in split.values()) == len(files) == 251 + 933
     assert all(0.05 < len(split[p]) / len(files) < 0.15 for p in ("val", "test"))
+
+
+def test_quality_gate_sources_and_threshold(tmp_path):
+    from mal.data.quality import apply_gate, source_of
+
+    root = tmp_path
+    assert source_of(root / "speech-extra/clean/libri-2033_164914-0002.flac", root) == "speech-extra/clean (libri)"
+    assert source_of(root / "speech-extra/clean/so762-0001_000010115.flac", root) == "speech-extra/clean (so762)"
+    assert source_of(root / "speech-extra/clean/lj_001-0001.flac", root) == "speech-extra/clean (lj)"
+    assert source_of(root / "speech-extra/clean/vctk-p225_001.flac", root) == "speech-extra/clean (vctk)"
+    assert source_of(root / "libri/clean/103-1240-0000.wav", root) == "libri/clean"  # LibriSpeech names: no tag
+    assert source_of(root / "vctk/p232_001.wav", root) == "vctk"
+    a, b, c = (root / f"{n}.wav" for n in "abc")
+    kept = apply_gate({"train": [a, b], "val": [c]}, {a: 3.0, b: 2.9}, 3.0)
+    assert kept == {"train": [a], "val": []}  # at the threshold kept; unscored left out

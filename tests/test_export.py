@@ -79,8 +79,11 @@ def test_graph_is_one_step_with_state_in_and_out(model16, onnx16):
     meta = json.loads({p.key: p.value for p in graph.metadata_props}[METADATA_KEY])
     assert inputs == ["frame", *meta["states"]]
     assert outputs == ["out", *(f"new_{name}" for name in meta["states"])]
-    frame_dims = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
-    assert frame_dims == [1, model16.cfg.hop]
+    frame_dims = [d.dim_param or d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert frame_dims == ["batch", model16.cfg.hop]  # any number of streams at once (mal serve)
+    for i, name in enumerate(meta["states"], start=1):
+        dims = graph.graph.input[i].type.tensor_type.shape.dim
+        assert [k for k, d in enumerate(dims) if d.dim_param == "batch"] == [meta["batch_axes"][name]]
     assert meta["model"] == model16.config_dict()
 
 

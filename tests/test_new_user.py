@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -287,3 +288,44 @@ def test_version_models_and_what_a_config_trains(capsys):
     assert main(["info", str(REPO / "configs" / "mal_dynamic.yaml")]) == 0
     out = capsys.readouterr().out
     assert "variant mal-dynamic" in out and "L_mal (model as loss, bottleneck), weight 1" in out and "L_df" in out
+
+
+def test_quality_gate_keeps_the_clean_utterances_that_reach_the_threshold(toy_data, tmp_path, capsys):
+    """data.quality: DNSMOS SIG rates the training and validation speech once (cached), the rest is left out."""
+    cache = tmp_path / "scores.sqlite"
+    gate = ["data.quality.metric=dnsmos-sig", f"data.quality.cache={cache}", "data.train_size=8", "data.val_size=4",
+            "data.segment_seconds=0.5", "--max-epochs", "0"]
+    assert main(["train", *train_args(toy_data, tmp_path / "all"), *gate, "data.quality.threshold=0"]) == 0
+    everything = json.loads((tmp_path / "all" / "quality.json").read_text())
+    scores = everything["scores"]
+    assert everything["metric"] == "dnsmos-sig" and cache.is_file() and len(scores) >= 12
+    assert all(1.0 <= v <= 5.0 for v in scores.values()) and len(set(scores.values())) > 1
+    threshold = float(np.median(list(scores.values())))
+    started = time.perf_counter()
+    assert main(["train", *train_args(toy_data, tmp_path / "gated"), *gate, f"data.quality.threshold={threshold}"]) == 0
+    assert time.perf_counter() - started < 20  # the scores come from the cache
+    out = capsys.readouterr().out
+    gated = json.loads((tmp_path / "gated" / "quality.json").read_text())
+    assert gated["scores"] == scores  # the same files rated the same
+    row = gated["sources"]["speech"]
+    kept = sum(r["kept"] for r in row.values())
+    assert kept == sum(v >= threshold for v in scores.values()) and 0 < kept < len(scores)
+    assert all(r["kept_hours"] < r["hours"] or r["kept"] == r["utterances"] for r in row.values())
+    assert f"quality gate: dnsmos-sig >= {threshold:g}" in out and "  speech: train " in out
+    # the datasets hold exactly the survivors
+    from mal.training.config import load_config
+    from mal.training.datamodule import EnhancementData
+
+    cfg = load_config(None, [f"output_dir={tmp_path / 'py'}", f"data.root={toy_data}", "data.speech_dirs=[speech]",
+                             "data.noise_dirs=[noise]", "data.quality.metric=x", f"data.quality.threshold={threshold}"])
+    data = EnhancementData(cfg, quality_scorer=lambda files: {p: scores[p.relative_to(toy_data).as_posix()] for p in files})
+    data.setup()
+    used = {p.relative_to(toy_data).as_posix() for p in data.train_set.speech_files + data.val_set.speech_files}
+    assert used == {name for name, v in scores.items() if v >= threshold}
+    # a threshold nothing reaches, and a metric that is not one, fail before work, naming the key
+    assert main(["train", *train_args(toy_data, tmp_path / "none"), *gate, "data.quality.threshold=9"]) == 2
+    assert main(["train", *train_args(toy_data, tmp_path / "bad"), *gate[1:], "data.quality.metric=pesq",
+                 "data.quality.threshold=3"]) == 2
+    err = capsys.readouterr().err
+    assert "data.quality.threshold: 9.0 leaves no train or val utterance" in err
+    assert "data.quality.metric: 'pesq' is not a non-intrusive metric" in err

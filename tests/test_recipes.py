@@ -138,17 +138,19 @@ def test_recipe_reports_have_the_clean_row_after_noisy(tmp_path):
     import json
 
     intrusive = {"WB-PESQ", "ESTOI", "SI-SDR", "LSD", "MCD"}
-    metrics = ["NISQA-MOS", "DNSMOS-OVRL", "DNSMOS-SIG", *intrusive]
+    metrics = ["NISQA-MOS", "DNSMOS-OVRL", "DNSMOS-SIG", "DistillMOS", *intrusive]
     sets = ["in-domain", "vbd-test"]
     cpu = _load_recipe_module("paper_cpu", "recipe_report")
     pretrained = _load_recipe_module("paper_pretrained", "pretrained_report")
     meta = {"command": "test", "minutes": 1, "model": "m", "stage1_epochs": 1, "stage1_mixtures_per_epoch": 1,
             "finetune_epochs": 1, "finetune_mixtures_per_epoch": 1, "finetune_steps": 1, "batch": 1,
             "segment_seconds": 1, "lr": 1e-5, "lr_schedule": "s", "warmup_steps": 0, "mal_balance_batches": 1}
+    gated = {**meta, "quality_gate": {"metric": "DistillMOS", "threshold": 3.5, "sources": {"speech-extra/clean (so762)": {
+        "train": {"utterances": 10, "kept": 4, "hours": 0.5, "kept_hours": 0.25, "mean_score": 3.3}}}}}
     for module, systems, write in (
             (cpu, ["Noisy", "baseline-continued", "Clean"], lambda out: cpu.write_report(out, sets, ["baseline-continued"], [], meta)),
             (pretrained, ["Noisy", "DFN3-public", "DFN3-baseline-continued", "Clean"],
-             lambda out: pretrained.write_report(out, sets, ["DFN3"], {"DFN3": ["baseline-continued"]}, meta, {}, None))):
+             lambda out: pretrained.write_report(out, sets, ["DFN3"], {"DFN3": ["baseline-continued"]}, gated, {}, None))):
         out = tmp_path / module.__name__
         for test_set in sets:
             (out / test_set).mkdir(parents=True)
@@ -164,3 +166,8 @@ def test_recipe_reports_have_the_clean_row_after_noisy(tmp_path):
         assert clean[pesq] == "-" and clean[nisqa].startswith(scored)  # blank where intrusive, scored otherwise
         assert sum(line.startswith("| Clean |") for line in lines) == 1
         assert "Clean = the clean reference files themselves" in "\n".join(lines)
+        distill = next(i for i, h in enumerate(header) if h.startswith("DistillMOS"))  # a column of both reports
+        assert clean[distill].startswith(scored)
+    # the gated configuration's report says what the gate kept, per source
+    assert "| speech-extra/clean (so762) | train | 4 / 10 | 0.25 / 0.50 | 3.30 |" in lines
+    assert "whose DistillMOS reaches 3.5" in "\n".join(lines)

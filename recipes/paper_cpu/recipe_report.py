@@ -23,6 +23,7 @@ TABLE = [
     ("NISQA-MOS", "NISQA overall", ["in-domain", "vbd-test", "dns-test-noreverb"]),
     ("DNSMOS-OVRL", "DNSMOS OVRL", ["in-domain", "vbd-test", "dns-test-noreverb"]),
     ("DNSMOS-SIG", "DNSMOS SIG", ["in-domain", "vbd-test"]),
+    ("DistillMOS", "DistillMOS", ["in-domain", "vbd-test"]),
     ("WB-PESQ", "WB-PESQ", ["in-domain", "vbd-test"]),
     ("ESTOI", "ESTOI", ["in-domain", "vbd-test"]),
     ("LSD", "LSD (lower better)", ["in-domain", "vbd-test"]),

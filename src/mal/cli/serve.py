@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--token", default=os.environ.get("MAL_SERVE_TOKEN"),
                    help="refuse streams without ?token=T or 'Authorization: Bearer T' (default: $MAL_SERVE_TOKEN)")
     p.add_argument("--max-streams", type=int, default=64, help="streams at a time per model; more are refused")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of the compute thread")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the compute thread (the network's batched step)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=run)
 

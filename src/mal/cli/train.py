@@ -39,14 +39,28 @@ def config_from_args(args) -> dict:
         overrides.append("trainer.progress_bar=false")
     cfg = load_config(args.config, overrides)
     check_data_folders(cfg)  # before Lightning and torch load: a wrong --data fails at once
+    if cfg["data"]["quality"]["metric"]:
+        from mal.evaluation.quality import gate_metric
+
+        gate_metric(cfg["data"]["quality"]["metric"])  # a wrong name fails at once too
     return cfg
+
+
+def quality_scorer(cfg: dict):
+    """The gate's scorer when ``data.quality`` asks for one (the training layer cannot import the metrics)."""
+    if not cfg["data"]["quality"]["metric"]:
+        return None
+    from mal.evaluation.quality import clean_scorer
+    from mal.util.threads import usable_cores
+
+    return clean_scorer(cfg, jobs=usable_cores())  # before training starts: every core is free
 
 
 def run(args) -> int:
     cfg = config_from_args(args)
     from mal.training import train
 
-    report_checkpoints(train(cfg, resume=args.resume), cfg)
+    report_checkpoints(train(cfg, resume=args.resume, quality_scorer=quality_scorer(cfg)), cfg)
     return 0
 
 

@@ -1,9 +1,10 @@
 """ONNX export of one streaming step of a DeepFilterNet-family model, and its onnxruntime stream.
 
 The graph is :meth:`DeepFilterNet.frames` itself on one hop (its FFTs as matrix products),
-so the exported step is the offline computation by construction. Inputs ``frame`` (1, hop)
-and the states (names in the metadata, in order); outputs ``out`` (1, hop) and
-``new_<state>``. What a runner needs besides the graph (rate, hop, delay, latency, the state
+so the exported step is the offline computation by construction. Inputs ``frame`` (B, hop)
+and the states (names in the metadata, in order; B streams along each state's batch axis);
+outputs ``out`` (B, hop) and ``new_<state>``. The same graph serves one stream
+(:class:`OnnxStream`) and many at once (``mal serve``'s engine, through :func:`step_session`). What a runner needs besides the graph (rate, hop, delay, latency, the state
 names and their non-zero initial values, the model's config) is in the model's metadata
 under the key ``mal_stream``. :class:`OnnxStream` follows the one stream protocol of
 :mod:`mal.inference.stream`.
@@ -12,6 +13,7 @@ under the key ``mal_stream``. :class:`OnnxStream` follows the one stream protoco
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import warnings
@@ -38,8 +40,38 @@ class _Step(nn.Module):
         return (out, *(new[n] for n in self.names))
 
 
+def batch_axes(model: DeepFilterNet) -> dict[str, int]:
+    """The batch axis of each of ``model``'s stream states (where its size goes from 1 to 2)."""
+    one, two = model.initial_state(1), model.initial_state(2)
+    return {k: next(i for i, (a, b) in enumerate(zip(one[k].shape, two[k].shape)) if a != b) for k in one}
+
+
+def _trace_step(model: DeepFilterNet, target, opset: int) -> tuple[DeepFilterNet, list[str], dict]:
+    """Trace one streaming step of a copy of ``model`` into ``target`` (a path or a binary buffer),
+    its batch axis dynamic (traced on two rows, so that no size-1 axis is taken for a constant).
+    Returns (the copy, the state names, the states of one row)."""
+    if not isinstance(model, DeepFilterNet):
+        raise ValueError(f"ONNX export needs a DeepFilterNet-family model, got {type(model).__name__}")
+    model = copy.deepcopy(model).cpu().eval()
+    model.use_dft_matrices()
+    states, axes = model.initial_state(2), batch_axes(model)
+    names = list(states)
+    dynamic = {"frame": {0: "batch"}, "out": {0: "batch"}}
+    for n in names:
+        dynamic[n] = dynamic[f"new_{n}"] = {axes[n]: "batch"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(
+            _Step(model, names), (torch.zeros(2, model.cfg.hop), *states.values()), target, dynamo=False,
+            opset_version=opset, input_names=["frame", *names], output_names=["out", *(f"new_{n}" for n in names)],
+            dynamic_axes=dynamic,
+        )
+    return model, names, model.initial_state(1)
+
+
 def export_onnx(model: DeepFilterNet, path: str | os.PathLike, opset: int = 17) -> Path:
-    """Write ``model``'s streaming step to ``path`` (atomically); returns the path."""
+    """Write ``model``'s streaming step to ``path`` (atomically); returns the path. The graph takes
+    any number of streams at once (its first axis, and each state's ``batch_axes``)."""
     import onnx  # start-up: onnx takes about 0.8 s to import, only export needs it
 
     if not isinstance(model, DeepFilterNet):
@@ -47,22 +79,14 @@ def export_onnx(model: DeepFilterNet, path: str | os.PathLike, opset: int = 17) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
-    model = copy.deepcopy(model).cpu().eval()
-    model.use_dft_matrices()
-    states = model.initial_state(1)
-    names = list(states)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-            torch.onnx.export(
-                _Step(model, names), (torch.zeros(1, model.cfg.hop), *states.values()), str(tmp), dynamo=False,
-                opset_version=opset, input_names=["frame", *names], output_names=["out", *(f"new_{n}" for n in names)],
-            )
+        model, names, states = _trace_step(model, str(tmp), opset)
         graph = onnx.load(str(tmp))
         meta = {
             "format": FORMAT, "sample_rate": model.cfg.sample_rate, "hop": model.cfg.hop,
             "delay_samples": (model.delay_frames + 1) * model.cfg.hop,
             "latency_samples": model.cfg.n_fft + model.delay_frames * model.cfg.hop, "states": names,
+            "batch_axes": batch_axes(model),
             "initial_states": {k: v.reshape(-1).tolist() for k, v in states.items() if v.abs().max() > 0},
             "model": model.config_dict(), "licence": getattr(model, "metadata", {}).get("licence", ""),
         }
@@ -74,20 +98,34 @@ def export_onnx(model: DeepFilterNet, path: str | os.PathLike, opset: int = 17) 
     return path
 
 
-def open_session(path: str | os.PathLike, num_threads: int = 1):
-    """(onnxruntime session, mal metadata) of an exported stream; one-line errors for bad files."""
+def step_session(model: DeepFilterNet, num_threads: int = 1, opset: int = 17):
+    """An onnxruntime session of ``model``'s streaming step, made in memory (no file), for many
+    streams at once (:class:`mal.serve.engine.Engine`). Returns (session, state names, batch axes,
+    the states of one row as arrays)."""
+    buffer = io.BytesIO()
+    model, names, states = _trace_step(model, buffer, opset)
+    session = _session(buffer.getvalue(), num_threads)
+    return session, names, batch_axes(model), {k: v.numpy() for k, v in states.items()}
+
+
+def _session(source, num_threads: int):
     import onnxruntime as ort  # start-up: loaded only when an exported stream is run
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: ONNX model not found")
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def open_session(path: str | os.PathLike, num_threads: int = 1):
+    """(onnxruntime session, mal metadata) of an exported stream; one-line errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: ONNX model not found")
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = _session(str(path), num_threads)
     except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__}: {reason[:160]})") from None
@@ -108,7 +146,8 @@ class OnnxStream(HopStream):
         self.hop, self.sample_rate = meta["hop"], meta["sample_rate"]
         self.delay_samples, self.latency_samples = meta["delay_samples"], meta["latency_samples"]
         self._names = meta["states"]
-        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        # one stream: a dynamic (named) batch axis is 1 here
+        shapes = {i.name: [d if isinstance(d, int) else 1 for d in i.shape] for i in self.session.get_inputs()}
         self._initial = {
             n: np.asarray(meta["initial_states"].get(n, np.zeros(int(np.prod(shapes[n])))), np.float32).reshape(shapes[n])
             for n in self._names

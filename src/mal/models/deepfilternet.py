@@ -471,7 +471,8 @@ class DeepFilterNet(EnhancementModel):
         # Output frame j is masked frame j + shift; its taps are source frames j .. j + order - 1.
         shift = hist["gain"] + la - delay
         source = masked if cfg.df_on_masked else spec
-        taps = source[:, : n_out + order - 1, :n_df].unfold(1, order, 1).transpose(-1, -2)  # (B, T, n_df, order, 2)
+        # (slices stacked rather than Tensor.unfold: the ONNX exporter cannot unfold a dynamic batch)
+        taps = torch.stack([source[:, k : k + n_out, :n_df] for k in range(order)], dim=3)  # (B, T, n_df, order, 2)
         # Complex products summed over the taps, re = sum(t_re c_re - t_im c_im) and
         # im = sum(t_re c_im + t_im c_re): the four products of every tap, then one matrix
         # product with +-1 sums them into (re, im). (onnxruntime is slow at broadcasting over,

@@ -36,7 +36,6 @@ from importlib import resources
 
 import numpy as np
 import prometheus_client as prom
-import torch
 from aiohttp import WSMsgType, web
 
 from mal.inference.stream import RATES
@@ -81,7 +80,8 @@ class Server:
         self.limits = limits or Limits()
         self.token = token or None
         self.threads = threads
-        self.engines = {name: Engine(m, self.limits.max_streams, self.limits.max_hops_per_batch) for name, m in models.items()}
+        self.engines = {name: Engine(m, self.limits.max_streams, self.limits.max_hops_per_batch, threads)
+                        for name, m in models.items()}
         self.default = next(iter(self.engines))
         self.conns: dict[int, _Conn] = {}
         self.registry = prom.CollectorRegistry()
@@ -231,7 +231,6 @@ class Server:
 
     async def _compute(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, torch.set_num_threads, self.threads)
         max_out = {}
         while True:
             await self._work.wait()

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
         "split_file": None,
         "batch_size": 16,
         "num_workers": 2,
+        "quality": {"metric": None, "threshold": None, "cache": None},
     },
     "loss": {
         "df": {"weight": 1.0},
@@ -114,6 +115,11 @@ KEY_HELP: dict[str, str] = {
     "data.split_file": "where the speaker split is kept and reused (default `<output_dir>/split.json`)",
     "data.batch_size": "mixtures per training step",
     "data.num_workers": "data-loading processes (their cores are counted in the default `trainer.threads`)",
+    "data.quality.metric": "clean-speech quality gate: a non-intrusive metric (DistillMOS, NISQA, DNSMOS-SIG, ...) "
+                           "that rates every training and validation clean utterance; none = no gate",
+    "data.quality.threshold": "keep the clean utterances scoring at least this (required with a metric)",
+    "data.quality.cache": "where the gate's scores are kept (SQLite, reused by later runs); "
+                          "none = quality_scores.sqlite in the run folder",
     "loss.df.weight": "weight of L_df, DeepFilterNet's spectral + multi-resolution loss",
     "loss.mal.weight": "weight of L_mal (Model-as-Loss); 0 = off (stage 1), a MAL variant turns it on at 1",
     "loss.mal.stages": "`bottleneck` (the paper: the encoder's embedding) or `all` (every encoder stage, normalised)",
@@ -183,6 +189,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise ConfigError(f"override {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         apply_override(cfg, key.strip(), _parse_value(raw))
+    quality = cfg["data"]["quality"]
+    if (quality["metric"] is None) != (quality["threshold"] is None):
+        given, needed = ("metric", "threshold") if quality["threshold"] is None else ("threshold", "metric")
+        raise ConfigError(f"data.quality.{needed}: needed with data.quality.{given} (the gate keeps the clean "
+                          "utterances whose metric reaches the threshold)")
     return cfg
 
 
@@ -232,6 +243,7 @@ TYPE_WHEN_SET: dict[str, Any] = {
     "data.root": "", "data.train_pairs": "", "data.split_file": "", "loss.mal.ema_decay": 0.0,
     "loss.ssl.ssl_model_path": "", "loss.ext.path": "", "loss.ext.layer": "", "finetune.variant": "",
     "finetune.from": "", "finetune.refresh_every_steps": 0, "trainer.max_time": "", "trainer.threads": 0,
+    "data.quality.metric": "", "data.quality.threshold": 0.0, "data.quality.cache": "",
 }
 
 

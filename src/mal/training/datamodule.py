@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from mal.audio import AudioError, check_audio_file
 from mal.training.config import ConfigError, data_root, resolve_dirs
+from mal.data.quality import Scorer, apply_gate, gate_summary, summary_lines, write_summary
 from mal.data import (
     MixtureDataset,
     PairedDataset,
@@ -65,12 +66,39 @@ def _nest(flat: dict[str, list[Path]]) -> dict[str, dict[str, list[Path]]]:
     return nested
 
 
+def gate_speech(cfg: dict, parts: dict[str, list[Path]], scorer: Scorer | None) -> dict[str, list[Path]]:
+    """``parts`` (train, val) through the quality gate of ``data.quality``; writes quality.json.
+
+    ``scorer`` rates clean files (:func:`mal.evaluation.quality.clean_scorer`, which the
+    ``mal`` commands pass in: this layer cannot import the metrics).
+    """
+    quality = cfg["data"]["quality"]
+    if not quality["metric"]:
+        return parts
+    if scorer is None:
+        raise ConfigError("data.quality.metric: the gate needs a scorer; from Python pass "
+                          "quality_scorer=mal.evaluation.quality.clean_scorer(cfg) to train/finetune")
+    files = sorted({p for f in parts.values() for p in f})
+    scores = scorer(files)
+    kept = apply_gate(parts, scores, float(quality["threshold"]))
+    summary = gate_summary(parts, kept, scores, quality["metric"], float(quality["threshold"]), data_root(cfg))
+    for line in summary_lines(summary):
+        print(line)
+    write_summary(Path(cfg["output_dir"]) / "quality.json", summary)
+    empty = [part for part, files in kept.items() if not files]
+    if empty:
+        raise ConfigError(f"data.quality.threshold: {quality['threshold']} leaves no {' or '.join(empty)} utterance "
+                          f"({quality['metric']}); lower it")
+    return kept
+
+
 class EnhancementData(L.LightningDataModule):
     """Mixtures made on the fly, new ones every epoch (the dataloader is rebuilt each epoch)."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, quality_scorer: Scorer | None = None):
         super().__init__()
         self.config = config
+        self.quality_scorer = quality_scorer
         self.train_set = self.val_set = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -81,15 +109,20 @@ class EnhancementData(L.LightningDataModule):
             pairs = find_pairs_in(Path(d["train_pairs"]))
             check_files([p for pair in pairs for p in (pair.clean, pair.noisy)], "train_pairs")
             n_val = max(1, len(pairs) // 10)
-            self.train_set = PairedDataset(pairs[n_val:], d["sample_rate"], d["segment_seconds"], seed=cfg["seed"])
-            self.val_set = PairedDataset(pairs[:n_val], d["sample_rate"], d["segment_seconds"], seed=cfg["seed"] + 1)
+            by_part = {"train": pairs[n_val:], "val": pairs[:n_val]}
+            kept = gate_speech(cfg, {part: [p.clean for p in ps] for part, ps in by_part.items()}, self.quality_scorer)
+            by_part = {part: [p for p in ps if p.clean in set(kept[part])] for part, ps in by_part.items()}
+            self.train_set = PairedDataset(by_part["train"], d["sample_rate"], d["segment_seconds"], seed=cfg["seed"])
+            self.val_set = PairedDataset(by_part["val"], d["sample_rate"], d["segment_seconds"], seed=cfg["seed"] + 1)
             return
         split = make_split(cfg)
         for kind in ("speech", "noise"):  # every part: a bad test file would fail the evaluation later
             check_files([p for files in split[kind].values() for p in files], f"{kind}_dirs")
+        # the gate after the split: the same speakers held out as without it (comparable runs)
+        speech = gate_speech(cfg, {part: split["speech"][part] for part in ("train", "val")}, self.quality_scorer)
         common = dict(sample_rate=d["sample_rate"], segment_seconds=d["segment_seconds"], snr_range_db=tuple(d["snr_range_db"]))
-        self.train_set = MixtureDataset(split["speech"]["train"], split["noise"]["train"], epoch_size=d["train_size"], seed=cfg["seed"], **common)
-        self.val_set = MixtureDataset(split["speech"]["val"], split["noise"]["val"], epoch_size=d["val_size"], seed=cfg["seed"] + 10_000, fixed=True, **common)
+        self.train_set = MixtureDataset(speech["train"], split["noise"]["train"], epoch_size=d["train_size"], seed=cfg["seed"], **common)
+        self.val_set = MixtureDataset(speech["val"], split["noise"]["val"], epoch_size=d["val_size"], seed=cfg["seed"] + 10_000, fixed=True, **common)
 
     def _loader(self, dataset, shuffle: bool = False) -> DataLoader:
         workers = int(self.config["data"]["num_workers"])

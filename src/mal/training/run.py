@@ -258,15 +258,17 @@ def _resume_path(cfg: dict, resume: bool) -> str | None:
     return str(last)
 
 
-def train(cfg: dict, resume: bool = False) -> Path:
+def train(cfg: dict, resume: bool = False, quality_scorer=None) -> Path:
     """Stage 1: train ``cfg['model']`` with L_df. Returns the checkpoint folder.
 
     A run that fails before its first step leaves nothing behind (no config.yaml, no split.json).
+    ``quality_scorer`` rates clean files for the gate of ``data.quality``
+    (:func:`mal.evaluation.quality.clean_scorer`).
     """
     check_variant(cfg["finetune"]["variant"])
     with _clean_up_failed_start(cfg) as first_step:
         resume_path = _resume_path(cfg, resume)
-        data = EnhancementData(cfg)
+        data = EnhancementData(cfg, quality_scorer)
         data.setup()  # fail on bad data paths before the model is built
         _prepare(cfg)  # seeds first: the initial weights must depend on cfg["seed"] only
         task = EnhancementTask(cfg)
@@ -292,7 +294,7 @@ def _from_source(cfg: dict, stage1, start) -> dict:
     return {**cfg, "model": source, "finetune": {**cfg["finetune"], "from": str(stage1)}}
 
 
-def finetune(cfg: dict, stage1: str | os.PathLike, resume: bool = False) -> Path:
+def finetune(cfg: dict, stage1: str | os.PathLike, resume: bool = False, quality_scorer=None) -> Path:
     """Stage 2: continue from a stage-1 model with ``cfg['finetune']['variant']``.
 
     ``stage1`` is anything :func:`mal.models.store.load_model` takes: a checkpoint, a model file,
@@ -311,7 +313,7 @@ def finetune(cfg: dict, stage1: str | os.PathLike, resume: bool = False) -> Path
         cfg = {**cfg, "data": {**cfg["data"], "sample_rate": start.sample_rate}}
     with _clean_up_failed_start(cfg) as first_step:
         resume_path = _resume_path(cfg, resume)
-        data = EnhancementData(cfg)
+        data = EnhancementData(cfg, quality_scorer)
         data.setup()
         _prepare(cfg)  # seeds first, as in train()
         task = EnhancementTask(cfg, model_spec=start.config_dict())
