@@ -92,9 +92,11 @@ def test_engine_step_streams_equal_live_streams_alone(model):
         for rate, pcm in signals.items():
             a, b = i * rate // 48000, (i + 441) * rate // 48000
             if a < len(pcm):
-                engine.feed(slots[rate], pcm[a:b].tobytes())
+                out[rate].append(engine.feed(slots[rate], pcm[a:b].tobytes()))
         for slot, data, _ in engine.step():
             out[slot.live.rate].append(data)
+        for rate, pcm in signals.items():  # after each turn as many samples out as in, hop or no hop
+            assert sum(map(len, out[rate])) == 2 * min((i + 441) * rate // 48000, len(pcm)), rate
     for rate in signals:
         engine.end(slots[rate])
     while any(not s.done for s in slots.values()):

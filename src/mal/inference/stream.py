@@ -177,7 +177,9 @@ class LiveStream:
 
     def pull(self, enhanced: np.ndarray, last: bool = False, pcm: bool = False):
         """Take the network's output for the hops :meth:`push` gave; return the output now ready
-        (as many samples as came in so far; with ``last``, all the rest)."""
+        (as many samples as came in so far; with ``last``, all the rest). An empty ``enhanced``
+        returns what is ready without running anything: a server calls it when a chunk brings no
+        whole hop, so the output keeps pace with the input as in :meth:`process`."""
         y = np.asarray(enhanced, np.float32).reshape(-1)
         if self._skip:
             drop = min(self._skip, len(y))
@@ -185,9 +187,10 @@ class LiveStream:
         keep = max(0, min(len(y), self._model_in - self._model_out)) if last else len(y)
         y = y[:keep]
         self._model_out += len(y)
-        z = y if self._up is None else self._up.resample_chunk(y, last=last)
-        self._ready.append(z)
-        self._n_ready += len(z)
+        if len(y) or last:
+            z = y if self._up is None else self._up.resample_chunk(y, last=last)
+            self._ready.append(z)
+            self._n_ready += len(z)
         want = self._n_in + self.latency_samples if last else self._n_in
         out = np.concatenate(self._ready) if len(self._ready) > 1 else self._ready[0]
         n = min(len(out), want - self._n_out)

@@ -107,10 +107,13 @@ class Engine:
         for k, v in self.initial.items():
             self.state[k][self._rows(k, slice(index, index + 1))] = v
 
-    @staticmethod
-    def feed(slot: Slot, chunk) -> None:
-        """The caller's samples (float array or int16 PCM bytes) into the stream's hop queue."""
+    def feed(self, slot: Slot, chunk) -> bytes:
+        """The caller's samples (float array or int16 PCM bytes) into the stream's hop queue.
+        Returns the output already ready for them (int16 PCM): what earlier hops gave beyond the
+        samples returned so far, at once, without waiting for the next hop (the stream's output
+        is one queue: what a later batch gives comes after it)."""
         _queue(slot, slot.live.push(chunk))
+        return slot.live.pull(np.zeros(0, np.float32), pcm=True)
 
     @staticmethod
     def end(slot: Slot) -> None:

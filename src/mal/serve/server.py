@@ -180,7 +180,7 @@ class Server:
                 if len(msg.data) % 2:
                     conn.error = (BAD_DATA, f"binary messages are int16 PCM: an even number of bytes, got {len(msg.data)}")
                     return
-                conn.engine.feed(conn.slot, msg.data)
+                self._emit(conn, conn.engine.feed(conn.slot, msg.data))
                 self._work.set()
                 # Backpressure: with this much waiting, read nothing more until the network caught up.
                 while conn.slot.pending_hops > backlog_hops and conn.error is None and not conn.ws.closed:
@@ -231,7 +231,6 @@ class Server:
 
     async def _compute(self) -> None:
         loop = asyncio.get_running_loop()
-        max_out = {}
         while True:
             await self._work.wait()
             self._work.clear()
@@ -245,26 +244,30 @@ class Server:
                     self.m_hops.inc(k * len(slots))
                     for slot, data, last in engine.collect(slots, k, out):
                         conn = slot.owner
-                        if data:
-                            conn.out_bytes += len(data)
-                            conn.out.put_nowait(data)
-                            limit = max_out.setdefault(conn.rate, 2 * int(self.limits.max_output_seconds * conn.rate))
-                            if conn.out_bytes > limit and conn.error is None:
-                                conn.error = (POLICY, f"output not read: over {self.limits.max_output_seconds:g} s "
-                                                      f"of audio waiting for the client")
-                                conn.finished.set()
-                                # Nothing more can reach this client (its socket is full, and a send
-                                # waiting on it cannot be cancelled): drop the connection now.
-                                if conn.transport is not None:
-                                    conn.transport.abort()
-                                if conn.receiver is not None:
-                                    conn.receiver.cancel()
+                        self._emit(conn, data)
                         if last:
                             conn.finished.set()
                         conn.drained.set()
                     self._work.set()  # more may have come in meanwhile
 
     # -- helpers -----------------------------------------------------------------------------
+    def _emit(self, conn: _Conn, data: bytes) -> None:
+        """Queue a stream's output for its client; a client that lets too much wait is dropped."""
+        if not data:
+            return
+        conn.out_bytes += len(data)
+        conn.out.put_nowait(data)
+        if conn.out_bytes > 2 * int(self.limits.max_output_seconds * conn.rate) and conn.error is None:
+            conn.error = (POLICY, f"output not read: over {self.limits.max_output_seconds:g} s "
+                                  f"of audio waiting for the client")
+            conn.finished.set()
+            # Nothing more can reach this client (its socket is full, and a send waiting on it
+            # cannot be cancelled): drop the connection now.
+            if conn.transport is not None:
+                conn.transport.abort()
+            if conn.receiver is not None:
+                conn.receiver.cancel()
+
     def _authorised(self, request: web.Request) -> bool:
         given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         return hmac.compare_digest(given.encode(), self.token.encode())
