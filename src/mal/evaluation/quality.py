@@ -6,6 +6,7 @@ run, or a second fine-tune of a recipe sharing ``data.quality.cache``, scores no
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from mal.data.quality import Scorer
@@ -44,6 +45,6 @@ def clean_scorer(cfg: dict, jobs: int = 1, progress: bool = True) -> Scorer:
         for message in result.errors:
             print(f"quality gate: left out: {message}")
         by_path = {row["path"]: row[column] for row in result.rows}
-        return {p: float(by_path[str(p)]) for p in files if str(p) in by_path and by_path[str(p)] == by_path[str(p)]}
+        return {p: float(by_path[str(p)]) for p in files if math.isfinite(by_path.get(str(p), math.nan))}
 
     return score

@@ -7,7 +7,8 @@ rows, runs the network's streaming step once per hop for all of them and scatter
 back: per batch a fixed number of array operations, none per stream. The step is the ONNX
 graph of ``mal export`` (:meth:`DeepFilterNet.frames` on one hop, batch axis dynamic), made in
 memory at start-up and run by onnxruntime: 0.26 ms per stream-hop for 64 DeepFilterNet3 streams
-against 0.48 ms for ``frames`` in PyTorch (one thread; ad-hoc timing, issue 27), and it frees
+(one thread, ad-hoc, with another job on the machine) against 0.48 ms for ``frames`` in PyTorch
+(issue 27's quiet-machine figure), and it frees
 the GIL while it runs. The rows never mix (every operation of the step is per batch row), so a
 stream's output does not depend on which others share its batch (tests/test_serve.py: equal to
 the stream alone, in PyTorch, within 1e-4).
