@@ -18,6 +18,9 @@ backlog does not grow (the mean delay of the last fifth within 20 ms of the seco
 The most streams held (N) is found by doubling then bisecting. Results (with the commit and
 machine) go to ``--out`` as ``{"rate": {"16000": {"max_streams_mal": N, "max_streams_c_runtime":
 M, ...}, "48000": {...}}}``.
+
+``--profile N`` runs instead one trial of N streams per rate with py-spy sampling the server
+(``pip install py-spy``): where its time goes, per thread and per function, to ``--out``.
 """
 
 from __future__ import annotations
@@ -231,19 +234,102 @@ def _search(trial, first: int = 2, most: int = 512) -> tuple[int, dict]:
     return good, results
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each thread of process ``pid``, by thread id (Linux)."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[task.name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def profile_trial(proc: subprocess.Popen, port: int, n: int, rate: int, seconds: float) -> dict:
+    """One trial of ``n`` streams, measuring where the machine's time goes: the CPU time of each
+    server thread and of the client process (from /proc and getrusage: exact), and which Python
+    functions hold the server's GIL (py-spy ``--gil``, sampling; the network's ONNX step runs
+    without the GIL, so it shows in the compute thread's CPU, not there)."""
+    import resource
+    import shutil
+    import tempfile
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    raw = Path(tempfile.mkdtemp()) / "stacks.txt"
+    span = max(5.0, seconds - 4.0)
+    sampler = subprocess.Popen([spy, "record", "-p", str(proc.pid), "-d", f"{span:.0f}", "-r", "200", "--threads",
+                                "--gil", "--nonblocking", "-f", "raw", "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cpu0, kids0, t0 = thread_cpu(proc.pid), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    verdict_ = _mal_trial(port, n, rate, seconds)
+    cpu1, kids1, wall = thread_cpu(proc.pid), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
+    cpu = {tid: (cpu1[tid] - cpu0.get(tid, 0.0)) / wall for tid in cpu1}
+    clients = (kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime) / wall  # the trial's client process
+    if sampler.wait(seconds + 60) or not raw.exists():
+        raise RuntimeError(f"py-spy failed: {sampler.stderr.read()[-500:]}")
+    per_thread: dict[str, dict] = {}
+    names_of: dict[str, str] = {}  # thread id -> Python thread name
+    for line in raw.read_text().splitlines():  # "thread (id): NAME;frame;frame... COUNT"
+        stack, _, count = line.rpartition(" ")
+        if not stack.startswith("thread"):
+            continue
+        thread, *frames = stack.split(";")
+        names = [f.split(" (")[0] + " (" + f.rsplit(" (", 1)[-1].split(":")[0] + ")" for f in frames]
+        tid, _, tname = thread.partition(": ")
+        names_of[tid.removeprefix("thread (").rstrip(")")] = tname
+        t = per_thread.setdefault(tname, {"samples": 0, "self": {}, "inclusive": {}})
+        t["samples"] += int(count)
+        if names:
+            t["self"][names[-1]] = t["self"].get(names[-1], 0) + int(count)
+        for name in set(names):
+            t["inclusive"][name] = t["inclusive"].get(name, 0) + int(count)
+    total = 200 * span
+
+    def top(counts: dict, samples: int) -> dict:
+        shares = sorted(((f, c / samples) for f, c in counts.items() if c / samples < 0.97), key=lambda kv: -kv[1])
+        return {f: round(v, 3) for f, v in shares[:15]}
+
+    gil = {name: {"gil_share_of_wall": round(t["samples"] / total, 3),
+                  "self_share": top(t["self"], t["samples"]),
+                  "inclusive_share": top(t["inclusive"], t["samples"])}
+           for name, t in sorted(per_thread.items(), key=lambda kv: -kv[1]["samples"])}
+    return {"streams": n, "rate": rate, "verdict": verdict_, "cores": len(os.sched_getaffinity(0)),
+            "cpu_share_of_wall": {"server threads": {names_of.get(tid, f"thread {tid} (no Python)"): round(v, 3)
+                                                     for tid, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v > 0.01},
+                                  "client process (all streams)": round(clients, 3)},
+            "gil_seconds_sampled": span, "gil": gil}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--rates", type=int, nargs="+", default=[16000, 48000])
     p.add_argument("--threads", type=int, default=1, help="torch threads of mal serve's compute thread")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results_serve.json"))
+    p.add_argument("--out", default=None, help="default benchmarks/results_serve.json (with --profile: "
+                                                "benchmarks/profile_serve.json)")
+    p.add_argument("--profile", type=int, metavar="N", help="instead: one trial of N streams per rate, py-spy sampling the server")
     args = p.parse_args()
+    args.out = args.out or str(REPO / "benchmarks" / ("profile_serve.json" if args.profile else "results_serve.json"))
     result = {"rate": {}, "seconds": args.seconds, "chunk_ms": CHUNK_MS, "limit_ms": LIMIT_MS, "threads": args.threads,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
               "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "load_at_start": os.getloadavg()[0]},
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     proc, port = start_server(args.threads)
+    if args.profile:
+        try:
+            result["profiles"] = [profile_trial(proc, port, args.profile, rate, args.seconds) for rate in args.rates]
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        for prof in result["profiles"]:
+            print(f"{prof['rate']} Hz, {prof['streams']} streams: {prof['verdict']}")
+            print(f"  CPU (share of one core): {prof['cpu_share_of_wall']}")
+            for name, t in prof["gil"].items():
+                print(f"  GIL held by {name}: {t['gil_share_of_wall']:.0%} of wall; "
+                      + ", ".join(f"{f} {v:.0%}" for f, v in list(t["inclusive_share"].items())[:12]))
+        return 0
     try:
         for rate in args.rates:
             print(f"rate {rate}: mal serve", flush=True)
