@@ -158,7 +158,8 @@ async def _mal_streams(port: int, n: int, rate: int, seconds: float, pcm: np.nda
 def _mal_trial(port: int, n: int, rate: int, seconds: float) -> dict:
     """One trial in a fresh client process (so the clients' CPU use is theirs, not this script's)."""
     code = (f"import sys, json, asyncio; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import bench_serve as b; "
-            f"pcm = b.speech({rate}); d, L = asyncio.run(b._mal_streams({port}, {n}, {rate}, {seconds}, pcm)); "
+            f"pcm = b.speech({rate}); from mal.serve.server import new_loop; "
+            f"d, L = new_loop().run_until_complete(b._mal_streams({port}, {n}, {rate}, {seconds}, pcm)); "
             f"print(json.dumps({{**b.verdict(d), 'latency_samples': L}}))")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=seconds + 120)

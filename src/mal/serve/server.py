@@ -308,13 +308,23 @@ def _asset(name: str) -> str:
     return resources.files("mal.serve").joinpath("page", name).read_text(encoding="utf-8")
 
 
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where installed (libuv: less CPU per WebSocket message than asyncio's
+    own loop, which is what limits the streams held: benchmarks/bench_serve.py), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def serve(models: dict, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
           token: str | None = None, threads: int = 1, print_fn=print) -> None:
     """Run the server until Ctrl-C (which closes every stream with 1001 and exits cleanly)."""
     server = Server(models, limits, token, threads)
     print_fn(f"mal serve: http://{host}:{port}/ (page), ws://{host}:{port}/v1/stream?rate=16000; "
              f"models {', '.join(server.engines)}; at most {server.limits.max_streams} streams; Ctrl-C stops")
-    web.run_app(server.app, host=host, port=port, print=None, handle_signals=True, shutdown_timeout=3.0)
+    web.run_app(server.app, host=host, port=port, print=None, handle_signals=True, shutdown_timeout=3.0, loop=new_loop())
 
 
 class Background:
@@ -333,7 +343,7 @@ class Background:
         return f"http://{self.host}:{self.port}"
 
     def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_loop()
         self.runner = web.AppRunner(self.server.app)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, self.host, self.port)
