@@ -64,16 +64,18 @@ def _close_enough(a: np.ndarray, b: np.ndarray) -> bool:
 
 def test_a_stream_in_a_batch_equals_the_stream_alone(model):
     rng = np.random.default_rng(0)
-    many, alone = Engine(model, max_streams=8), Engine(model, max_streams=1)
+    many = Engine(model, max_streams=8)
+    alone = [Engine(model, max_streams=1) for _ in range(2)]
     slots = [many.open(16000) for _ in range(5)]
-    solo = alone.open(16000)
+    solos = [engine.open(16000) for engine in alone]
     state0 = {k: v.copy() for k, v in many.state.items()}
     for step in range(6):  # streams join and leave between batches: slot 4 leaves after step 2
-        k = 1 + step % 3
-        hops = rng.standard_normal((len(slots), k * many.hop)).astype(np.float32) * 0.1
-        out, _ = many.run(slots, hops)
-        ref, _ = alone.run([solo], hops[:1])
-        assert np.abs(out[0] - ref[0]).max() < 1e-4
+        ks = np.array([1 + (step + 2 * i) % 3 for i in range(len(slots))])  # ragged: 1-3 hops each
+        hops = rng.standard_normal((len(slots), ks.max() * many.hop)).astype(np.float32) * 0.1
+        out, _ = many.run(slots, hops, ks)
+        for i, (engine, solo) in enumerate(zip(alone, solos)):  # slots 0 and 1 against themselves alone
+            ref, _ = engine.run([solo], hops[i : i + 1, : ks[i] * many.hop])
+            assert np.abs(out[i, : ks[i] * many.hop] - ref[0]).max() < 1e-4
         if step == 2:
             many.close(slots.pop())
     # a slot's row is reset when it is reused: a new stream starts from the initial state

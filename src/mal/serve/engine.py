@@ -123,48 +123,70 @@ class Engine:
         slot.final = slot.queued  # hops already taken into a running batch count too
 
     # -- the network -----------------------------------------------------------------------
-    def batches(self) -> list[tuple[list[Slot], int]]:
-        """The due work: (slots, hops each) groups, each one network call (slots with the same
-        number of due hops, at most ``max_hops_per_batch``, go together)."""
-        groups: dict[int, list[Slot]] = {}
-        for slot in self.slots.values():
-            if slot.pending_hops and not slot.done:
-                groups.setdefault(min(slot.pending_hops, self.max_hops), []).append(slot)
-        return [(slots, k) for k, slots in groups.items()]
+    def batches(self) -> list[tuple[list[Slot], np.ndarray]]:
+        """The due work: one batch of every stream with a hop waiting, and how many hops each
+        runs (all it has, at most ``max_hops_per_batch``). One batch, not one per number of
+        waiting hops: a resampling stream's hops come in bursts (soxr gives three 16 kHz chunks'
+        worth at once) that do not line up across streams, and grouping by count made several
+        network calls and several event-loop rounds of the same streams per turn."""
+        due = [slot for slot in self.slots.values() if slot.pending_hops and not slot.done]
+        if not due:
+            return []
+        return [(due, np.array([min(slot.pending_hops, self.max_hops) for slot in due]))]
 
-    def run(self, slots: list[Slot], hops: np.ndarray) -> tuple[np.ndarray, float]:
-        """Enhance ``hops`` (one row of whole hops per slot) from the slots' state rows; the new
-        rows are written back. Returns (output rows, seconds the network took)."""
+    def run(self, slots: list[Slot], hops: np.ndarray, ks=None) -> tuple[np.ndarray, float]:
+        """Enhance ``hops`` (a row of hops per slot; slot i's first ``ks[i]`` hops, all of the row
+        by default) from the slots' state rows; the new rows are written back. The graph takes
+        one hop: call j runs the slots that have a j-th hop (all of them until the shortest
+        ends, then a subset). Returns (output rows, seconds the network took)."""
         t0 = time.perf_counter()
         idx = np.array([s.index for s in slots])
         rows = [np.ascontiguousarray(self.state[k][self._rows(k, idx)]) for k in self.names]
         hops = np.ascontiguousarray(hops, dtype=np.float32)
-        out = np.empty_like(hops)
-        for j in range(0, hops.shape[1], self.hop):  # the graph takes one hop
-            first, *rows = self.session.run(None, {"frame": hops[:, j : j + self.hop], **dict(zip(self.names, rows))})
-            out[:, j : j + self.hop] = first
+        n_hops = hops.shape[1] // self.hop
+        ks = np.full(len(slots), n_hops) if ks is None else np.asarray(ks)
+        out = np.zeros_like(hops)
+        for j in range(int(ks.max(initial=0))):
+            frame = np.ascontiguousarray(hops[:, j * self.hop : (j + 1) * self.hop])
+            on = np.flatnonzero(ks > j)
+            if len(on) == len(slots):
+                first, *rows = self.session.run(None, {"frame": frame, **dict(zip(self.names, rows))})
+                out[:, j * self.hop : (j + 1) * self.hop] = first
+                continue
+            sub = [np.take(r, on, axis=self.axis[k]) for k, r in zip(self.names, rows)]
+            first, *new = self.session.run(None, {"frame": frame[on], **dict(zip(self.names, sub))})
+            out[on, j * self.hop : (j + 1) * self.hop] = first
+            for k, r, v in zip(self.names, rows, new):
+                where = [slice(None)] * r.ndim
+                where[self.axis[k]] = on
+                r[tuple(where)] = v
         for k, v in zip(self.names, rows):
             self.state[k][self._rows(k, idx)] = v
         return out, time.perf_counter() - t0
 
     def step(self) -> list[tuple[Slot, bytes, bool]]:
-        """Run every due hop now (a batch per group); (slot, output, is_last) per slot and batch,
-        the output in int16 PCM. Synchronous; the server runs :meth:`run` in its compute thread
-        between :meth:`prepare` and :meth:`collect`, which stay in its event loop."""
+        """Run every due hop now; (slot, output, is_last) per slot, the output in int16 PCM.
+        Synchronous; the server runs :meth:`run` in its compute thread between :meth:`prepare`
+        and :meth:`collect`, which stay in its event loop."""
         results = []
-        for slots, k in self.batches():
-            slots, hops = self.prepare(slots, k)
+        for slots, ks in self.batches():
+            slots, ks, hops = self.prepare(slots, ks)
             if slots:
-                results += self.collect(slots, k, self.run(slots, hops)[0])
+                results += self.collect(slots, ks, self.run(slots, hops, ks)[0])
         return results
 
-    def prepare(self, slots: list[Slot], k: int) -> tuple[list[Slot], np.ndarray]:
-        """The slots still open and their next ``k`` hops; their rows are busy until :meth:`collect`."""
-        slots = [s for s in slots if self.slots.get(s.index) is s and s.pending_hops >= k]
+    def prepare(self, slots: list[Slot], ks: np.ndarray) -> tuple[list[Slot], np.ndarray, np.ndarray]:
+        """The slots still open, their hop counts and their next hops (a row each, zero-padded to
+        the longest); their rows are busy until :meth:`collect`."""
+        keep = [i for i, s in enumerate(slots) if self.slots.get(s.index) is s and s.pending_hops >= ks[i]]
+        slots, ks = [slots[i] for i in keep], np.asarray(ks)[keep]
         self.busy.update(s.index for s in slots)
-        return slots, np.stack([s.take(k, self.hop) for s in slots]) if slots else np.zeros((0, k * self.hop), np.float32)
+        hops = np.zeros((len(slots), int(ks.max(initial=0)) * self.hop), np.float32)
+        for i, (s, k) in enumerate(zip(slots, ks)):
+            hops[i, : k * self.hop] = s.take(int(k), self.hop)
+        return slots, ks, hops
 
-    def collect(self, slots: list[Slot], k: int, out: np.ndarray) -> list[tuple[Slot, bytes, bool]]:
+    def collect(self, slots: list[Slot], ks: np.ndarray, out: np.ndarray) -> list[tuple[Slot, bytes, bool]]:
         """The stream outputs of one batch (after :meth:`run`), in int16 PCM; frees the rows of
         streams closed meanwhile."""
         self.busy.clear()
@@ -174,12 +196,12 @@ class Engine:
             self._reset_row(index)
         self.reopened.clear()
         results = []
-        for slot, y in zip(slots, out):
+        for slot, k, y in zip(slots, ks, out):
             if self.slots.get(slot.index) is not slot:
                 continue  # closed while its batch ran
-            slot.ran += k
+            slot.ran += int(k)
             last = slot.final is not None and slot.ran >= slot.final
-            results.append((slot, slot.live.pull(y, last=last, pcm=True), last))
+            results.append((slot, slot.live.pull(y[: k * self.hop], last=last, pcm=True), last))
             slot.done = slot.done or last
         return results
 

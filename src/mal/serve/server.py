@@ -235,14 +235,14 @@ class Server:
             await self._work.wait()
             self._work.clear()
             for engine in self.engines.values():
-                for slots, k in engine.batches():
-                    slots, hops = engine.prepare(slots, k)
+                for slots, ks in engine.batches():
+                    slots, ks, hops = engine.prepare(slots, ks)
                     if not slots:
                         continue
-                    out, seconds = await loop.run_in_executor(self._pool, engine.run, slots, hops)
+                    out, seconds = await loop.run_in_executor(self._pool, engine.run, slots, hops, ks)
                     self.m_tick.observe(seconds)
-                    self.m_hops.inc(k * len(slots))
-                    for slot, data, last in engine.collect(slots, k, out):
+                    self.m_hops.inc(int(ks.sum()))
+                    for slot, data, last in engine.collect(slots, ks, out):
                         conn = slot.owner
                         self._emit(conn, data)
                         if last:
