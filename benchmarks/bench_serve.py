@@ -307,10 +307,10 @@ def main() -> int:
     p.add_argument("--rates", type=int, nargs="+", default=[16000, 48000])
     p.add_argument("--threads", type=int, default=1, help="torch threads of mal serve's compute thread")
     p.add_argument("--out", default=None, help="default benchmarks/results_serve.json (with --profile: "
-                                                "benchmarks/profile_serve.json)")
+                                                "benchmarks/results_profile_serve.json)")
     p.add_argument("--profile", type=int, metavar="N", help="instead: one trial of N streams per rate, py-spy sampling the server")
     args = p.parse_args()
-    args.out = args.out or str(REPO / "benchmarks" / ("profile_serve.json" if args.profile else "results_serve.json"))
+    args.out = args.out or str(REPO / "benchmarks" / ("results_profile_serve.json" if args.profile else "results_serve.json"))
     result = {"rate": {}, "seconds": args.seconds, "chunk_ms": CHUNK_MS, "limit_ms": LIMIT_MS, "threads": args.threads,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
               "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),

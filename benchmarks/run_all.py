@@ -31,6 +31,8 @@ BENCHMARKS = [
     ("profile_stream", "profile_stream.py", []),
     # where the time of `mal evaluate --jobs 2` goes (per worker, per metric family, DNSMOS sessions)
     ("profile_evaluate", "profile_evaluate.py", []),
+    # where mal serve's time goes at 32 streams a rate (server threads' and clients' CPU, GIL holders)
+    ("profile_serve", "bench_serve.py", ["--profile", "32"]),
 ]
 
 
