@@ -3,8 +3,9 @@
 Each stream keeps its own resamplers and hop buffer (a :class:`~mal.inference.stream.LiveStream`
 split into ``push`` and ``pull``); the network's state of every stream lives in one batched
 state, a row per slot. :meth:`Engine.run` takes the due hops of any set of slots, gathers their
-rows, runs the network's streaming step once per hop for all of them and scatters the new rows
-back: per batch a fixed number of array operations, none per stream. The step is the ONNX
+rows, runs the network's streaming step once per hop (the j-th call for the slots that have a
+j-th hop) and scatters the new rows back: per hop a fixed number of array operations, none per
+stream. The step is the ONNX
 graph of ``mal export`` (:meth:`DeepFilterNet.frames` on one hop, batch axis dynamic), made in
 memory at start-up and run by onnxruntime: 0.26 ms per stream-hop for 64 DeepFilterNet3 streams
 (one thread, ad-hoc, with another job on the machine) against 0.48 ms for ``frames`` in PyTorch

@@ -15,8 +15,8 @@ Protocol (docs/serve.md):
 
 One connection is one stream. Every model has an :class:`~mal.serve.engine.Engine`; a single
 compute thread runs, again and again, every stream's due hops as one batch per model (the hops
-that arrived while the last batch ran go together in the next, so a loaded server runs several
-hops per call, not more calls). Input is read only while a stream has less than
+that arrived while the last batch ran go together in the next, so a loaded server runs more
+streams per call, not more calls). Input is read only while a stream has less than
 ``max_backlog_seconds`` waiting (the socket's flow control then holds the client back: never
 dropped); output waits in a queue of at most ``max_output_seconds``, beyond which the client is
 taken as not reading and closed.
@@ -37,6 +37,11 @@ from importlib import resources
 import numpy as np
 import prometheus_client as prom
 from aiohttp import WSMsgType, web
+
+try:  # a dependency everywhere but Windows, which uvloop does not support
+    import uvloop
+except ImportError:
+    uvloop = None
 
 from mal.inference.stream import RATES
 from mal.serve.engine import Engine, Slot
@@ -310,12 +315,8 @@ def _asset(name: str) -> str:
 
 def new_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop where installed (libuv: less CPU per WebSocket message than asyncio's
-    own loop, which is what limits the streams held: benchmarks/bench_serve.py), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    own loop: benchmarks/bench_serve.py, docs/serve.md), else asyncio's."""
+    return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
 
 
 def serve(models: dict, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
