@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 
-.PHONY: test demo bench paper paper-pretrained paper-pretrained-gated clean-venv
+.PHONY: test demo bench paper paper-pretrained paper-pretrained-gated paper-pretrained-gated-dfn2 clean-venv
 
 # The package and its runtime dependencies (enough for `make demo`).
 $(VENV)/.installed: pyproject.toml
@@ -48,6 +48,11 @@ GATE ?= DistillMOS:4.0
 paper-pretrained-gated: $(VENV)/.installed-dev
 	$(PY) recipes/paper_pretrained/run.py --families DFN3 --variants baseline-continued,mal-frozen-fe,mal-frozen,mal-dynamic \
 		--gate $(GATE) --work runs/paper_pretrained_gated --out results/paper_pretrained_gated $(PAPER_ARGS)
+
+# The same for DeepFilterNet2 (its own report; the default model is not changed by it).
+paper-pretrained-gated-dfn2: $(VENV)/.installed-dev
+	$(PY) recipes/paper_pretrained/run.py --families DFN2 --variants baseline-continued,mal-frozen-fe,mal-frozen,mal-dynamic \
+		--gate $(GATE) --no-ship --work runs/paper_pretrained_gated_dfn2 --out results/paper_pretrained_gated_dfn2 $(PAPER_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -90,3 +90,39 @@ def test_active_level_on_real_speech(shared_data):
     long_term = 10 * np.log10(np.mean(x**2))
     assert level > long_term  # pauses are excluded
     assert -45 < level < -10
+
+
+@pytest.mark.parametrize("rates", [(16000, 48000), (48000, 16000), (8000, 48000), (48000, 8000), (32000, 48000),
+                                   (48000, 44100), (22050, 48000)])
+def test_stream_resampler_equals_whole_signal_polyphase_for_any_chunks(rates):
+    """Chunks of 1 sample to the whole signal give resample_poly's output with the same filter,
+    every chunk of 10 ms brings its share of output (no bursts), and soxr HQ agrees to > 50 dB."""
+    import math
+
+    import soxr
+    from scipy.signal import firwin, resample_poly
+
+    from mal.audio.polyphase import StreamResampler, design
+
+    a, b = rates
+    # noise band-limited to 80% of the lower Nyquist frequency, where the filters' transitions begin
+    x = np.random.default_rng(1).standard_normal(a // 4)
+    x = np.convolve(x, firwin(255, 0.8 * min(a, b) / a), "same").astype(np.float32)
+    rs = StreamResampler(a, b)
+    whole = resample_poly(x.astype(np.float64), rs.up, rs.down, window=design(rs.up, rs.down))
+    assert len(whole) == math.ceil(len(x) * b / a)
+    for sizes in ([1], [7, 160, 1], [a // 100], [len(x)]):
+        rs.reset()
+        out, i, j = [], 0, 0
+        while i < len(x):
+            out.append(rs.resample_chunk(x[i : i + sizes[j % len(sizes)]]))
+            i, j = i + sizes[j % len(sizes)], j + 1
+        out.append(rs.resample_chunk(np.zeros(0, np.float32), last=True))
+        y = np.concatenate(out)
+        assert len(y) == len(whole) and np.abs(y - whole).max() < 1e-5, sizes
+        if sizes == [a // 100]:  # after the first, every 10 ms chunk gives its 10 ms (+-1 sample)
+            assert all(abs(len(o) - a // 100 * b / a) <= 1 for o in out[2:-2]), [len(o) for o in out]
+    ref = soxr.resample(x, a, b, quality="HQ")
+    assert 10 * np.log10(np.sum(ref**2) / np.sum((ref - y) ** 2)) > 50
+    with pytest.raises(RuntimeError):
+        rs.resample_chunk(x[:10])

@@ -15,10 +15,10 @@ import math
 from functools import lru_cache
 
 import numpy as np
-import soxr
 import torch
 from torch import Tensor
 
+from mal.audio.polyphase import StreamResampler
 from mal.models import DeepFilterNet, EnhancementModel
 
 
@@ -108,12 +108,12 @@ RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 @lru_cache(maxsize=None)
 def _resampler_lag(rate_in: int, rate_out: int) -> int:
-    """The most output samples soxr's streaming resampler holds back behind ``n * rate_out /
+    """The most output samples the streaming resampler holds back behind ``n * rate_out /
     rate_in`` at any point of a stream (measured by feeding it one sample at a time: its hold-back
     depends only on how many samples went in, and single samples reach every count)."""
     if rate_in == rate_out:
         return 0
-    rs = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
+    rs = StreamResampler(rate_in, rate_out)
     one, made, lag = np.ones(1, np.float32), 0, 0.0
     for n in range(1, rate_in // 5 + 1):  # 0.2 s: several filter lengths, the lag is periodic by then
         made += len(rs.resample_chunk(one))
@@ -130,7 +130,9 @@ class LiveStream:
     being zeros; ``flush()`` ends the stream and returns the last ``latency_samples`` (the output
     has as many samples as went in, plus the latency). Dropping the first ``latency_samples``
     gives what ``mal enhance`` writes for the same audio. Audio is resampled to the model's rate
-    and back by soxr's streaming resampler (the one ``mal enhance`` uses); the network runs in
+    and back by :class:`mal.audio.polyphase.StreamResampler`, which gives output for every chunk
+    (soxr's streaming resampler, which ``mal enhance`` uses offline, gives it in blocks that held
+    a 16 kHz stream 73 ms longer and in bursts of three hops); the network runs in
     whole hops through any :class:`HopStream` (``hops``), or, split into :meth:`push` and
     :meth:`pull`, through a server's batch of many streams (:mod:`mal.serve.engine`).
     """
@@ -149,7 +151,7 @@ class LiveStream:
 
     def reset(self) -> None:
         """Start a new stream."""
-        make = lambda a, b: None if a == b else soxr.ResampleStream(a, b, 1, dtype="float32", quality="HQ")  # noqa: E731
+        make = lambda a, b: None if a == b else StreamResampler(a, b)  # noqa: E731
         self._down, self._up = make(self.rate, self.model_rate), make(self.model_rate, self.rate)
         self._pending = np.zeros(0, np.float32)  # model-rate samples short of a whole hop
         self._ready = [np.zeros(self.latency_samples, np.float32)]  # output not yet returned
