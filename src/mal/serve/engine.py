@@ -127,9 +127,9 @@ class Engine:
     def batches(self) -> list[tuple[list[Slot], np.ndarray]]:
         """The due work: one batch of every stream with a hop waiting, and how many hops each
         runs (all it has, at most ``max_hops_per_batch``). One batch, not one per number of
-        waiting hops: a resampling stream's hops come in bursts (soxr gives three 16 kHz chunks'
-        worth at once) that do not line up across streams, and grouping by count made several
-        network calls and several event-loop rounds of the same streams per turn."""
+        waiting hops: a stream's hops can come several at once (a client sending 30 ms chunks,
+        or catching up) out of step with the others, and grouping by count made several network
+        calls and several event-loop rounds of the same streams per turn."""
         due = [slot for slot in self.slots.values() if slot.pending_hops and not slot.done]
         if not due:
             return []
