@@ -143,7 +143,7 @@ class EnhancementTask(L.LightningModule):
         total, parts, _ = self.compute_losses(noisy, clean)
         if not torch.isfinite(total):
             raise RuntimeError(
-                f"non-finite training loss at step {self.global_step} ({ {k: float(v) for k, v in parts.items()} }); "
+                f"non-finite training loss at step {self.global_step} ({ {k: float(v.detach()) for k, v in parts.items()} }); "
                 "stopping before NaN weights are written - lower optim.lr or check the data"
             )
         # per step (train/loss_step) and as the epoch's mean (train/loss_epoch), both in metrics.csv
